@@ -1,0 +1,286 @@
+"""The gateway's configuration: one TOML file parsed once, at start, into immutable models.
+
+Every table and key here is mirrored, with its meaning, in ``config.example.toml``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+from policies.threshold import parse_threshold
+
+Task = Literal["classify", "choice", "number", "regex", "text"]
+PolicyName = Literal["vote", "confidence"]
+EndpointKind = Literal["openai", "vllm", "llamacpp", "replay", "python"]
+
+# The seed paper's Table 1 (Lambda Cloud on-demand prices, 2024).
+DEFAULT_GPU_HOUR_USD: dict[str, float] = {"V100": 0.50, "A6000": 0.80, "A100": 1.29, "H100": 2.49}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _threshold(value: Any) -> float:
+    if not isinstance(value, str | int | float):
+        raise ValueError("threshold must be a number or a fraction such as 2/3")
+    return parse_threshold(value)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Without tenants the gateway has no authentication; it then binds to loopback only unless
+    # the operator says, here, that the network in front of it does the authenticating.
+    allow_unauthenticated_public_bind: bool = False
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class LedgerConfig(_Model):
+    url: str = "sqlite:///coe.db"
+    batch_max_rows: int = Field(default=500, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+
+class PricingConfig(_Model):
+    gpu_hour_usd: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_HOUR_USD))
+
+    @field_validator("gpu_hour_usd")
+    @classmethod
+    def _merge_defaults(cls, table: dict[str, float]) -> dict[str, float]:
+        if any(price < 0 for price in table.values()):
+            raise ValueError("prices must not be negative")
+        return {**DEFAULT_GPU_HOUR_USD, **table}
+
+
+class FewShotExample(_Model):
+    user: str
+    assistant: str
+
+
+class EndpointConfig(_Model):
+    name: str = Field(min_length=1)
+    kind: EndpointKind = "openai"
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=64, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    usd_per_mtok_in: float = Field(default=0.0, ge=0)
+    usd_per_mtok_out: float = Field(default=0.0, ge=0)
+    gpu: str | None = None
+    gpus: int = Field(default=1, gt=0)
+    # vLLM ≥ 0.12 takes `structured_outputs`; older servers take `guided_choice`.
+    vllm_choice_field: Literal["structured_outputs", "guided_choice"] = "structured_outputs"
+    system_prompt: str | None = None
+    few_shot: tuple[FewShotExample, ...] = ()
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    # kind = "replay": the recording to answer from; kind = "python": "module:function".
+    recording: str | None = None
+    function: str | None = None
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> EndpointConfig:
+        if self.kind in ("openai", "vllm", "llamacpp"):
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"kind {self.kind!r} needs base_url = 'http(s)://…'")
+        if self.kind == "replay" and not self.recording:
+            raise ValueError("kind 'replay' needs recording = 'RUN.jsonl'")
+        if self.kind == "python" and (not self.function or ":" not in self.function):
+            raise ValueError("kind 'python' needs function = 'module:function'")
+        return self
+
+
+class RouteConfig(_Model):
+    task: Task = "classify"
+    labels: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    threshold: float = 0.66
+    policy: PolicyName = "vote"
+    tiers: tuple[tuple[str, ...], ...]
+    wait_for_all: bool = False
+    max_tokens: int = Field(default=16, gt=0)
+    temperature: float = Field(default=0.0, ge=0)
+    deadline_s: float = Field(default=60.0, gt=0)
+    text_similarity: float = Field(default=0.8, gt=0, le=1)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _parse_threshold(cls, value: Any) -> float:
+        return _threshold(value)
+
+    @model_validator(mode="after")
+    def _task_needs(self) -> RouteConfig:
+        if not self.tiers:
+            raise ValueError("tiers must hold at least one tier")
+        for index, tier in enumerate(self.tiers):
+            if not tier:
+                raise ValueError(f"tier {index} is empty")
+            if len(set(tier)) != len(tier):
+                raise ValueError(f"tier {index} names an endpoint twice")
+        if self.task == "classify" and not self.labels:
+            raise ValueError("task 'classify' needs labels = [...]")
+        if self.task == "regex" and not self.pattern:
+            raise ValueError("task 'regex' needs pattern = '...'")
+        return self
+
+    @property
+    def answer_set(self) -> tuple[str, ...]:
+        """The closed set of answers, when the task has one."""
+        if self.task == "classify":
+            return self.labels
+        if self.task == "choice":
+            return self.choices or ("A", "B", "C", "D")
+        return ()
+
+
+class TenantConfig(_Model):
+    name: str = Field(min_length=1)
+    api_key_sha256: tuple[str, ...] = ()
+    budget_usd: float | None = Field(default=None, ge=0)
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hex_digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_digests(digests)
+
+
+class AdminConfig(_Model):
+    api_key_sha256: tuple[str, ...] = ()
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hex_digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_digests(digests)
+
+
+def _check_digests(digests: tuple[str, ...]) -> tuple[str, ...]:
+    for digest in digests:
+        if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise ValueError("each entry must be the 64-character hex sha256 of a key")
+    return tuple(d.lower() for d in digests)
+
+
+class Settings(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    endpoints: tuple[EndpointConfig, ...] = ()
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    tenants: tuple[TenantConfig, ...] = ()
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        names = [e.name for e in self.endpoints]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate endpoint names: {', '.join(duplicates)}")
+        tenant_names = [t.name for t in self.tenants]
+        dup_tenants = sorted({n for n in tenant_names if tenant_names.count(n) > 1})
+        if dup_tenants:
+            raise ValueError(f"duplicate tenant names: {', '.join(dup_tenants)}")
+        digests = [d for t in self.tenants for d in t.api_key_sha256]
+        if len(set(digests)) != len(digests):
+            raise ValueError("one api_key_sha256 is given to two tenants")
+        known = set(names)
+        for route_name, route in self.routes.items():
+            for tier in route.tiers:
+                for endpoint in tier:
+                    if endpoint not in known:
+                        raise ValueError(
+                            f"route {route_name!r} names unknown endpoint {endpoint!r}"
+                        )
+        for endpoint in self.endpoints:
+            if endpoint.gpu is not None and endpoint.gpu not in self.pricing.gpu_hour_usd:
+                raise ValueError(
+                    f"endpoint {endpoint.name!r}: gpu {endpoint.gpu!r} has no price in "
+                    "[pricing.gpu_hour_usd]"
+                )
+        if not self.tenants and not self.server.allow_unauthenticated_public_bind:
+            if not _is_loopback(self.server.host):
+                raise ValueError(
+                    f"server.host {self.server.host!r} is not loopback and no [[tenants]] are "
+                    "configured; add tenants or set server.allow_unauthenticated_public_bind"
+                )
+        return self
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        for endpoint in self.endpoints:
+            if endpoint.name == name:
+                return endpoint
+        raise KeyError(name)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a config file; a problem raises ConfigError naming file and key."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_settings(raw, source=str(file))
+
+
+def parse_settings(raw: dict[str, Any], source: str = "<config>") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = _key_path(error["loc"], raw)
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}: {where or '(top level)'}: {message}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _key_path(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
+    """Turn pydantic's location into the TOML key path a user sees, e.g. endpoints[1].timeout_s."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] += f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+            continue
+        if isinstance(node, dict) and item in node:
+            node = node[item]
+        elif isinstance(node, dict):
+            node = None
+        parts.append(item)
+    return ".".join(parts)

@@ -1,0 +1,78 @@
+"""The gateway's exceptions; each maps to one HTTP status, once, in ``gateway.app``.
+
+CoEError
+├── ConfigError               the config file is wrong; the gateway does not start
+├── BadRequest          400   malformed body, bad header value, unsupported parameter
+├── Unauthorized        401   no key, or a key no tenant holds
+├── Forbidden           403   a key asking for what it may not see
+├── NotFound            404   unknown route
+├── PayloadTooLarge     413   body over server.max_body_bytes
+├── QuotaExceeded       429   the tenant's monthly budget is spent
+├── UpstreamFailed      502   every endpoint of the last tier reached failed
+└── DeadlineExceeded    504   the request's deadline passed before a decision
+"""
+
+from __future__ import annotations
+
+
+class CoEError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(CoEError):
+    pass
+
+
+class BadRequest(CoEError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(CoEError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(CoEError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFound(CoEError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(CoEError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class QuotaExceeded(CoEError):
+    status_code = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamFailed(CoEError):
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_failed"
+
+
+class DeadlineExceeded(CoEError):
+    status_code = 504
+    error_type = "timeout_error"
+    code = "deadline_exceeded"

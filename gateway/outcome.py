@@ -1,0 +1,47 @@
+"""What one gateway request produced: the decision and every upstream call made for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from providers.base import CallRecord
+
+DecisionKind = Literal["agreed", "escalated", "last_tier"]
+OutcomeStatus = Literal["ok", "upstream_failed", "deadline_exceeded"]
+
+
+@dataclass(slots=True)
+class RequestOutcome:
+    request_id: str
+    route: str
+    tenant: str
+    created_at: datetime
+    threshold: float
+    policy: str
+    tags: tuple[str, ...] = ()
+    status: OutcomeStatus = "ok"
+    answer: str | None = None
+    tier: int = 0
+    decision: DecisionKind = "agreed"
+    agreement: float = 0.0
+    votes: dict[str, int] = field(default_factory=dict)
+    calls: list[CallRecord] = field(default_factory=list)
+    latency_ms: float = 0.0
+    # Billing fills these: the request's cost, and what its observed tokens (or, for GPU-priced
+    # endpoints, mean GPU time) would have cost on the route's top tier alone.
+    cost_usd: float = 0.0
+    counterfactual_usd: float = 0.0
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(c.tokens_in or 0 for c in self.calls)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(c.tokens_out or 0 for c in self.calls)
+
+    @property
+    def gpu_seconds(self) -> float:
+        return sum(c.gpu_seconds for c in self.calls)

@@ -1,0 +1,76 @@
+"""The one seam between the engine and an upstream: ``Provider.complete``.
+
+A provider turns a ``CallRequest`` into a ``CallRecord`` and never raises for upstream trouble:
+failures come back as records with status ``error`` or ``timeout``, so the engine can count them as
+votes for nothing. Only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CallStatus = Literal["ok", "error", "timeout", "cancelled", "unparsable"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    messages: tuple[Mapping[str, Any], ...]
+    max_tokens: int = 16
+    temperature: float = 0.0
+    # The closed answer set of the route (labels or choices); providers that can constrain
+    # decoding to it (vLLM's structured outputs, llama.cpp's grammar) do.
+    answer_set: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 5
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class CallRecord:
+    endpoint: str
+    status: CallStatus
+    text: str | None = None
+    # None when the upstream reported no usage; billing then estimates and says so.
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+    attempts: int = 1
+    upstream_request_id: str | None = None
+    # Filled by the engine and billing after the call returns.
+    tier: int = 0
+    answer: str | None = None
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if not self.logprobs:
+            return None
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
+
+
+class Provider(ABC):
+    """One upstream endpoint. Subclasses know their upstream's dialect and nothing else."""
+
+    name: str
+
+    @abstractmethod
+    async def complete(self, request: CallRequest) -> CallRecord:
+        """Call the upstream once (with its retry rules) and describe what happened."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing of their own
+        """Release what the provider holds; the shared HTTP client is closed by its owner."""
