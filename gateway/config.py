@@ -208,11 +208,9 @@ class Settings(_Model):
         known = set(names)
         for route_name, route in self.routes.items():
             for tier in route.tiers:
-                for endpoint in tier:
-                    if endpoint not in known:
-                        raise ValueError(
-                            f"route {route_name!r} names unknown endpoint {endpoint!r}"
-                        )
+                for member in tier:
+                    if member not in known:
+                        raise ValueError(f"route {route_name!r} names unknown endpoint {member!r}")
         for endpoint in self.endpoints:
             if endpoint.gpu is not None and endpoint.gpu not in self.pricing.gpu_hour_usd:
                 raise ValueError(

@@ -8,9 +8,11 @@ votes for nothing. Only cancellation propagates.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 CallStatus = Literal["ok", "error", "timeout", "cancelled", "unparsable"]
 

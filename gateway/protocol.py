@@ -1,0 +1,194 @@
+"""OpenAI's chat-completion request as the gateway accepts it, and the answers it sends back."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.config import PolicyName, Task
+from gateway.errors import BadRequest
+from gateway.plan import CoEOverrides
+from policies.threshold import parse_threshold
+
+if TYPE_CHECKING:
+    from gateway.outcome import RequestOutcome
+
+# Parameters that change what a cascade would have to vote on; refused rather than ignored.
+_UNSUPPORTED = {
+    "tools": "tool calls",
+    "functions": "function calls",
+    "audio": "audio output",
+}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class CoEExtension(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    task: Task | None = None
+    threshold: float | None = None
+    max_tier: int | None = Field(default=None, ge=0)
+    policy: PolicyName | None = None
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError("threshold must be a number or a fraction such as 2/3")
+        return parse_threshold(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None and any(not label.strip() for label in labels):
+            raise ValueError("labels must be non-empty strings")
+        return labels
+
+    def overrides(self) -> CoEOverrides:
+        return CoEOverrides(
+            labels=tuple(self.labels) if self.labels is not None else None,
+            task=self.task,
+            threshold=self.threshold,
+            max_tier=self.max_tier,
+            policy=self.policy,
+        )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Clients send many optional OpenAI fields; those that don't change a vote are accepted.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, gt=0, le=65536)
+    max_completion_tokens: int | None = Field(default=None, gt=0, le=65536)
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tool_choice: Any = None
+    coe: CoEExtension | None = None
+
+    def check_supported(self) -> None:
+        if self.n is not None and self.n != 1:
+            raise BadRequest("n must be 1: a cascade returns one decided answer", param="n")
+        for field, what in _UNSUPPORTED.items():
+            if (self.model_extra or {}).get(field):
+                raise BadRequest(f"{what} are not supported on a cascade route", param=field)
+        if self.tool_choice not in (None, "none"):
+            raise BadRequest("tool calls are not supported on a cascade route", param="tool_choice")
+
+    @property
+    def answer_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+def parse_chat_request(payload: Any) -> ChatCompletionRequest:
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        request = ChatCompletionRequest.model_validate(payload)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error["loc"]) or None
+        message = error["msg"].removeprefix("Value error, ")
+        raise BadRequest(f"{param}: {message}" if param else message, param=param) from None
+    request.check_supported()
+    return request
+
+
+def coe_object(outcome: RequestOutcome) -> dict[str, Any]:
+    return {
+        "route": outcome.route,
+        "tier": outcome.tier,
+        "decision": outcome.decision,
+        "agreement": round(outcome.agreement, 4),
+        "threshold": round(outcome.threshold, 4),
+        "votes": outcome.votes,
+        "calls": [
+            {
+                "endpoint": c.endpoint,
+                "tier": c.tier,
+                # The contract names four states; a timeout is an error to the client.
+                "status": "error" if c.status == "timeout" else c.status,
+                "answer": c.answer,
+                "latency_ms": round(c.latency_ms, 2),
+                "cost_usd": c.cost_usd,
+            }
+            for c in outcome.calls
+        ],
+        "cost_usd": outcome.cost_usd,
+    }
+
+
+def usage_object(outcome: RequestOutcome) -> dict[str, int]:
+    prompt, completion = outcome.tokens_in, outcome.tokens_out
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def completion_body(outcome: RequestOutcome) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{outcome.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": outcome.route,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.answer},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage_object(outcome),
+        "coe": coe_object(outcome),
+    }
+
+
+def completion_chunks(outcome: RequestOutcome) -> list[dict[str, Any]]:
+    """The stream: the decided answer in one chunk, then a last chunk with usage and ``coe``."""
+    base = {
+        "id": f"chatcmpl-{outcome.request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": outcome.route,
+    }
+    answer = {
+        **base,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": outcome.answer},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    last = {**base, "choices": [], "usage": usage_object(outcome), "coe": coe_object(outcome)}
+    return [answer, last]
+
+
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -1,0 +1,223 @@
+"""Any OpenAI-compatible chat completions server, and the base of the vLLM and llama.cpp adapters.
+
+Subclasses change only the request body, through ``_body``. Everything else (auth, concurrency,
+timeout, retries, parsing) is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+import anyio
+import httpx
+import orjson
+
+from gateway.errors import ConfigError
+from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
+from providers.base import CallRecord, CallRequest, CallStatus, Provider, TokenLogprob
+from providers.prompting import build_messages
+from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from gateway.config import EndpointConfig
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIProvider(Provider):
+    def __init__(
+        self,
+        endpoint: EndpointConfig,
+        client: httpx.AsyncClient,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    ) -> None:
+        self.name = endpoint.name
+        self._endpoint = endpoint
+        self._client = client
+        self._retry_policy = retry_policy
+        self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"content-type": "application/json"}
+        if endpoint.api_key_env is not None:
+            key = os.environ.get(endpoint.api_key_env)
+            if not key:
+                raise ConfigError(
+                    f"endpoint {endpoint.name!r}: environment variable "
+                    f"{endpoint.api_key_env!r} (api_key_env) is not set or empty"
+                )
+            self._headers["authorization"] = f"Bearer {key}"
+        # The endpoint's timeout_s bounds the whole call (retries included) through a cancel
+        # scope; httpx only bounds connecting, so a dead host leaves time for another try.
+        self._timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_S, endpoint.timeout_s))
+        self._limiter = anyio.CapacityLimiter(endpoint.max_concurrency)
+
+    def _body(self, request: CallRequest) -> dict[str, Any]:
+        """The JSON body for ``request``, before the endpoint's ``extra_body`` is merged over it."""
+        body: dict[str, Any] = {
+            "model": self._endpoint.model,
+            "messages": build_messages(self._endpoint, request.messages),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.top_logprobs
+        return body
+
+    async def complete(self, request: CallRequest) -> CallRecord:
+        started = time.perf_counter()
+        body = self._body(request)
+        body.update(self._endpoint.extra_body)
+        try:
+            content = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            return self._failed("error", f"request is not JSON-serialisable: {exc}", 0, started)
+        headers = self._headers
+        if request.request_id:
+            headers = {**headers, "x-request-id": request.request_id}
+        attempts = 0
+
+        async def send() -> Outcome:
+            nonlocal attempts
+            attempts += 1
+            try:
+                # acquire_nowait first: the common, uncontended case then skips a trip through
+                # the event loop that ``async with`` would make.
+                self._limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                await self._limiter.acquire()
+            try:
+                return await self._client.post(
+                    self._url, content=content, headers=headers, timeout=self._timeout
+                )
+            except httpx.RequestError as exc:
+                return exc
+            finally:
+                self._limiter.release()
+
+        outcome: Outcome | None = None
+        with anyio.move_on_after(self._endpoint.timeout_s) as scope:
+            outcome = await send_with_retries(
+                send,
+                max_retries=self._endpoint.max_retries,
+                remaining_s=lambda: scope.deadline - anyio.current_time(),
+                policy=self._retry_policy,
+            )
+        if outcome is None:
+            return self._failed(
+                "timeout", f"no answer within {self._endpoint.timeout_s:g} s", attempts, started
+            )
+        return self._record(outcome, attempts, started)
+
+    def _record(self, outcome: Outcome, attempts: int, started: float) -> CallRecord:
+        if isinstance(outcome, httpx.RequestError):
+            timed_out = isinstance(outcome, httpx.TimeoutException)
+            name, detail = type(outcome).__name__, str(outcome)
+            error = f"{name}: {detail}" if detail else name
+            return self._failed("timeout" if timed_out else "error", error, attempts, started)
+        if not outcome.is_success:
+            error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
+            return self._failed("error", error, attempts, started)
+        try:
+            text, usage, logprobs, upstream_id = _parse(orjson.loads(outcome.content))
+        except orjson.JSONDecodeError:
+            return self._failed("error", "malformed response: not JSON", attempts, started)
+        except _MalformedResponse as exc:
+            return self._failed("error", f"malformed response: {exc}", attempts, started)
+        return CallRecord(
+            endpoint=self.name,
+            status="ok",
+            text=text,
+            tokens_in=_count(usage, "prompt_tokens"),
+            tokens_out=_count(usage, "completion_tokens"),
+            logprobs=logprobs,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            attempts=attempts,
+            upstream_request_id=upstream_id,
+        )
+
+    def _failed(self, status: CallStatus, error: str, attempts: int, started: float) -> CallRecord:
+        logger.debug("endpoint %s: %s after %d attempt(s): %s", self.name, status, attempts, error)
+        return CallRecord(
+            endpoint=self.name,
+            status=status,
+            error=error,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            attempts=attempts,
+        )
+
+
+class _MalformedResponse(Exception):
+    """A 2xx response without the chat completion it should carry."""
+
+
+def _parse(
+    payload: Any,
+) -> tuple[str, Mapping[str, Any], tuple[TokenLogprob, ...] | None, str | None]:
+    if not isinstance(payload, dict):
+        raise _MalformedResponse("not a JSON object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list):
+        raise _MalformedResponse("no choices")
+    if not choices or not isinstance(choices[0], dict):
+        raise _MalformedResponse("empty choices")
+    choice = choices[0]
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, str):
+        raise _MalformedResponse("choices[0].message.content is missing or not a string")
+    usage = payload.get("usage")
+    upstream_id = payload.get("id")
+    return (
+        text,
+        usage if isinstance(usage, dict) else {},
+        _logprobs(choice.get("logprobs")),
+        upstream_id if isinstance(upstream_id, str) else None,
+    )
+
+
+def _count(usage: Mapping[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _logprobs(block: Any) -> tuple[TokenLogprob, ...] | None:
+    """OpenAI's ``logprobs.content`` list; None when absent or not in that shape, since the
+    answer stands without them."""
+    content = block.get("content") if isinstance(block, dict) else None
+    if not isinstance(content, list):
+        return None
+    parsed = []
+    for item in content:
+        entry = _token_logprob(item)
+        if entry is None:
+            logger.debug("ignoring logprobs with an unreadable entry: %r", item)
+            return None
+        parsed.append(entry)
+    return tuple(parsed)
+
+
+def _token_logprob(item: Any) -> TokenLogprob | None:
+    if not isinstance(item, dict):
+        return None
+    token, logprob = item.get("token"), item.get("logprob")
+    if not isinstance(token, str) or not _is_number(logprob):
+        return None
+    top: list[tuple[str, float]] = []
+    for alternative in item.get("top_logprobs") or ():
+        if not isinstance(alternative, dict):
+            return None
+        alt_token, alt_logprob = alternative.get("token"), alternative.get("logprob")
+        if not isinstance(alt_token, str) or not _is_number(alt_logprob):
+            return None
+        top.append((alt_token, float(alt_logprob)))
+    return TokenLogprob(token=token, logprob=float(logprob), top=tuple(top))
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
