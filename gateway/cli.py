@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 # Each module exposes ``register(subparsers)``, which adds its parser and sets ``func``.
 COMMAND_MODULES = (
     "gateway.commands.serve",
+    "gateway.commands.report",
+    "gateway.commands.keys",
 )
 
 

@@ -6,6 +6,7 @@ Every table and key here is mirrored, with its meaning, in ``config.example.toml
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +145,11 @@ class RouteConfig(_Model):
             raise ValueError("task 'classify' needs labels = [...]")
         if self.task == "regex" and not self.pattern:
             raise ValueError("task 'regex' needs pattern = '...'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
         return self
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -145,14 +145,18 @@ class CascadeEngine:
                     record = CallRecord(endpoint=tier[slot], status="cancelled", tier=index)
                 record.extra["prompt_chars"] = prompt_chars
                 outcome.calls.append(record)
+        # Cancelled calls did not vote; keep the configured order for the tie-break.
+        ordered = [c if c is not None else CastVote(label=None, mean_logprob=None) for c in cast]
         if plan.route.wait_for_all:
             decision = (
                 decide_confidence(confidences, 0, size, plan.threshold)
                 if plan.policy == "confidence"
                 else decide(ballot.votes, 0, size, plan.threshold)
             )
-        # Cancelled calls did not vote; keep the configured order for the tie-break.
-        ordered = [c if c is not None else CastVote(label=None, mean_logprob=None) for c in cast]
+            if decision.action == "accept" and plan.policy == "vote":
+                # With θ ≤ 1/2 two labels can both reach θ; break that tie as the last tier does,
+                # not by arrival order.
+                decision = replace(decision, label=plurality(ordered))
         return _TierResult(decision=decision, votes=ballot.votes, cast=ordered)
 
     async def _call(

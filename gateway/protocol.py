@@ -15,6 +15,10 @@ from policies.threshold import parse_threshold
 if TYPE_CHECKING:
     from gateway.outcome import RequestOutcome
 
+# Per-request labels are compiled into matchers; bound what one request can ask for.
+MAX_LABELS = 256
+MAX_LABEL_CHARS = 200
+
 # Parameters that change what a cascade would have to vote on; refused rather than ignored.
 _UNSUPPORTED = {
     "tools": "tool calls",
@@ -33,7 +37,7 @@ class ChatMessage(BaseModel):
 class CoEExtension(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    labels: list[str] | None = Field(default=None, min_length=1, max_length=MAX_LABELS)
     task: Task | None = None
     threshold: float | None = None
     max_tier: int | None = Field(default=None, ge=0)
@@ -51,8 +55,10 @@ class CoEExtension(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: list[str] | None) -> list[str] | None:
-        if labels is not None and any(not label.strip() for label in labels):
-            raise ValueError("labels must be non-empty strings")
+        if labels is not None and any(
+            not label.strip() or len(label) > MAX_LABEL_CHARS for label in labels
+        ):
+            raise ValueError(f"labels must be non-empty strings of at most {MAX_LABEL_CHARS} chars")
         return labels
 
     def overrides(self) -> CoEOverrides:

@@ -1,0 +1,32 @@
+"""Pure decision logic shared by the live engine and ``coe eval replay``: reading answers, the
+agreement vote, the confidence baseline, pricing and GPU-time shares. No I/O, no clocks."""
+
+from policies.answers import AnswerSpec, Task, normalise
+from policies.confidence import answer_probability, decide_confidence
+from policies.gpu_share import GpuShareMeter, ShareTicket
+from policies.pricing import Cost, Price, blended_hourly_usd, estimate_tokens, price_call
+from policies.threshold import parse_threshold, reaches
+from policies.vote import Ballot, CastVote, Decision, decide, plurality, token_f1
+
+__all__ = [
+    "AnswerSpec",
+    "Ballot",
+    "CastVote",
+    "Cost",
+    "Decision",
+    "GpuShareMeter",
+    "Price",
+    "ShareTicket",
+    "Task",
+    "answer_probability",
+    "blended_hourly_usd",
+    "decide",
+    "decide_confidence",
+    "estimate_tokens",
+    "normalise",
+    "parse_threshold",
+    "plurality",
+    "price_call",
+    "reaches",
+    "token_f1",
+]

@@ -1,0 +1,105 @@
+"""API keys to tenants: who is asking, and whether they may see every tenant.
+
+Keys are never held: the config lists the sha256 of each key, and a presented key is hashed and
+compared, digest against digest, with ``hmac.compare_digest``. With no ``[[tenants]]`` configured
+the gateway has no authentication and everyone is tenant ``default``; an ``[admin]`` key still
+makes its bearer an admin then. An admin key that no tenant holds acts as tenant ``admin``: its own
+requests are recorded under that name, and its reports may name any tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+DEFAULT_TENANT = "default"
+ADMIN_TENANT = "admin"
+KEY_PREFIX = "sk-coe-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant: str
+    is_admin: bool
+
+
+def key_digest(key: str) -> str:
+    """The lowercase hex sha256 of a key, as ``api_key_sha256`` lists it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh random key (256 bits) and its sha256 hex digest."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, key_digest(key)
+
+
+class KeyRing:
+    """Maps a request's ``Authorization`` header to a ``Principal``."""
+
+    def __init__(self, tenant_digests: dict[str, str], admin_digests: frozenset[str]) -> None:
+        self._tenant_digests = tuple(tenant_digests.items())
+        self._admin_digests = tuple(sorted(admin_digests))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        tenant_digests = {d: t.name for t in settings.tenants for d in t.api_key_sha256}
+        return cls(tenant_digests, frozenset(settings.admin.api_key_sha256))
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self._tenant_digests)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        key = _bearer_key(authorization)
+        if not key:
+            if not self.requires_key:
+                return Principal(DEFAULT_TENANT, is_admin=False)
+            if key is None:
+                raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY'")
+            raise Unauthorized("the Authorization header must read 'Bearer KEY'")
+        digest = key_digest(key)
+        tenant = self._tenant_for(digest)
+        is_admin = _holds(self._admin_digests, digest)
+        if tenant is not None:
+            return Principal(tenant, is_admin=is_admin)
+        if is_admin:
+            return Principal(ADMIN_TENANT, is_admin=True)
+        if self.requires_key:
+            # The message never repeats the key: it could be a secret pasted in the wrong place.
+            raise Unauthorized("the API key is not valid for this gateway")
+        # Without tenants any key is accepted: OpenAI clients insist on sending one.
+        return Principal(DEFAULT_TENANT, is_admin=False)
+
+    def _tenant_for(self, digest: str) -> str | None:
+        found: str | None = None
+        # Every entry is compared, so the time taken does not depend on which one matches.
+        for candidate, tenant in self._tenant_digests:
+            if hmac.compare_digest(candidate, digest):
+                found = tenant
+        return found
+
+
+def _holds(digests: tuple[str, ...], digest: str) -> bool:
+    found = False
+    for candidate in digests:
+        found |= hmac.compare_digest(candidate, digest)
+    return found
+
+
+def _bearer_key(authorization: str | None) -> str | None:
+    """The bearer key; None when there is no header, "" when the header is not a bearer key."""
+    if authorization is None or not authorization.strip():
+        return None
+    scheme, _, key = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return key.strip()
