@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from providers.base import CallRecord
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from providers.base import CallRecord
 
 DecisionKind = Literal["agreed", "escalated", "last_tier"]
 OutcomeStatus = Literal["ok", "upstream_failed", "deadline_exceeded"]
