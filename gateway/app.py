@@ -19,10 +19,12 @@ from gateway.errors import (
     BadRequest,
     CoEError,
     DeadlineExceeded,
+    Forbidden,
     NotFound,
     UpstreamFailed,
 )
 from gateway.ledger import open_ledger
+from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.plan import CoEOverrides, make_plan
 from gateway.protocol import (
@@ -72,6 +74,7 @@ def create_app(
                 keyring=KeyRing.from_settings(settings),
                 biller=Biller(settings),
                 budgets=BudgetGuard(settings, ledger),
+                metrics=Metrics(),
             )
             yield {STATE_KEY: state}
 
@@ -84,6 +87,7 @@ def create_app(
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
     app.include_router(costs_router)
     return app
 
@@ -111,6 +115,7 @@ async def chat_completions(request: Request) -> Response:
     )
     state.biller.bill(outcome, route)
     await state.ledger.record(outcome)
+    state.metrics.observe(outcome)
     _raise_for_failure(outcome)
     headers = {
         "x-coe-tier": str(outcome.tier),
@@ -150,6 +155,16 @@ async def list_models(request: Request) -> Response:
         for name in state.settings.routes
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+async def metrics(request: Request) -> Response:
+    state = app_state(request)
+    # Cost counters carry tenant names: with tenants configured, only an admin may scrape.
+    principal = state.keyring.authenticate(request.headers.get("authorization"))
+    if state.keyring.requires_key and not principal.is_admin:
+        raise Forbidden("/metrics needs an admin key")
+    payload, content_type = state.metrics.render()
+    return Response(payload, media_type=content_type)
 
 
 async def healthz(_: Request) -> Response:

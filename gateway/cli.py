@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "gateway.commands.serve",
     "gateway.commands.report",
     "gateway.commands.keys",
+    "gateway.commands.check_config",
+    "gateway.commands.routes",
 )
 
 

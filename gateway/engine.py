@@ -143,6 +143,9 @@ class CascadeEngine:
                 if record is None:
                     # Cancelled before it started: no upstream call was made, but the vote was lost.
                     record = CallRecord(endpoint=tier[slot], status="cancelled", tier=index)
+                elif cast[slot] is None:
+                    # Finished after the decision: it did not vote, but its answer is on record.
+                    _judge(record, plan)
                 record.extra["prompt_chars"] = prompt_chars
                 outcome.calls.append(record)
         # Cancelled calls did not vote; keep the configured order for the tie-break.

@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from gateway.errors import PayloadTooLarge
+from gateway.logs import request_id_var
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,14 +31,19 @@ class RequestIdMiddleware:
             if name == REQUEST_ID_HEADER and _SAFE_REQUEST_ID.fullmatch(value):
                 request_id = value
                 break
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        text = request_id.decode()
+        scope.setdefault("state", {})["request_id"] = text
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = request_id_var.set(text)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:

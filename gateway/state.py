@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.engine import CascadeEngine
     from gateway.ledger import Ledger
+    from gateway.metrics import Metrics
     from gateway.tenants import KeyRing
 
 STATE_KEY = "coe"
@@ -26,6 +27,7 @@ class AppState:
     keyring: KeyRing
     biller: Biller
     budgets: BudgetGuard
+    metrics: Metrics
 
 
 def app_state(request: Request) -> AppState:

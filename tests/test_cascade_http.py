@@ -310,3 +310,13 @@ def test_healthz(serve: Callable[..., GatewayServer]) -> None:
 
     assert response.status_code == 200
 
+
+
+def test_metrics_count_requests_and_calls(serve: Callable[..., GatewayServer]) -> None:
+    gateway = serve(threshold=1)
+    ask(gateway)
+
+    text = httpx.get(f"{gateway.url}/metrics").text
+
+    assert 'route="sentiment"' in text
+    assert 'endpoint="small-a"' in text

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.billing import Biller
 from gateway.budgets import BudgetGuard
+from gateway.metrics import Metrics
 from gateway.config import Settings, parse_settings
 from gateway.errors import CoEError
 from gateway.ledger import open_ledger
@@ -63,6 +64,7 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             keyring=KeyRing.from_settings(settings),
             biller=Biller(settings),
             budgets=BudgetGuard(settings, ledger),
+            metrics=Metrics(),
         )
         app = FastAPI()
         app.include_router(router)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import load_settings, parse_settings
+from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
     import argparse
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", help="override server.host")
     parser.add_argument("--port", type=int, help="override server.port")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-format", default="json", choices=["json", "text"], help="log lines (default json)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -34,12 +37,13 @@ def run(args: argparse.Namespace) -> int:
         )
         settings = parse_settings(raw, source=args.config)
         server = settings.server
-    logging.basicConfig(level=args.log_level.upper())
+    configure_logging(args.log_level, json=args.log_format == "json")
     uvicorn.run(
         create_app(settings),
         host=server.host,
         port=server.port,
         log_level=args.log_level,
+        log_config=None,  # keep configure_logging's handlers for uvicorn's loggers too
         access_log=False,
     )
     return 0

@@ -1,0 +1,109 @@
+"""Prometheus metrics for one app: every metric lives in the app's own ``CollectorRegistry``.
+
+Label values come from the config (routes, endpoints, tenants) or from closed sets (decisions,
+call statuses, breaker states), so cardinality stays bounded. Latencies are in seconds and costs
+in US dollars, as Prometheus naming asks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:
+    from gateway.outcome import RequestOutcome
+
+# The classic text format every Prometheus reads; prometheus-client's own HTTP handler also
+# answers with it when the scraper does not negotiate (newer releases label their default 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BREAKER_STATES = ("closed", "open", "half_open")
+# From a local vote in milliseconds to a cascade that reaches a slow top tier.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "coe_requests",
+            "Requests answered, by route, exit tier, decision and outcome status.",
+            ["route", "tier", "decision", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "coe_request_duration_seconds",
+            "Time from the request's arrival to its decision, by route.",
+            ["route"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.calls = Counter(
+            "coe_upstream_calls",
+            "Upstream calls, by endpoint and status (ok, error, timeout, cancelled, unparsable).",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.call_seconds = Histogram(
+            "coe_upstream_call_duration_seconds",
+            "Latency of upstream calls that ran to completion (cancelled calls excluded), "
+            "by endpoint.",
+            ["endpoint"],
+            buckets=CALL_BUCKETS,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "coe_cost_usd",
+            "Cost of upstream calls in US dollars, by tenant and endpoint.",
+            ["tenant", "endpoint"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "coe_tokens",
+            "Tokens reported by upstreams, by tenant, endpoint and direction (in, out).",
+            ["tenant", "endpoint", "direction"],
+            registry=self.registry,
+        )
+        self.counterfactual = Counter(
+            "coe_counterfactual_cost_usd",
+            "What the same requests would have cost on their route's top tier alone, by tenant "
+            "and route; compare with coe_cost_usd_total for the savings.",
+            ["tenant", "route"],
+            registry=self.registry,
+        )
+        self.breaker = Gauge(
+            "coe_circuit_breaker_state",
+            "Circuit-breaker state per endpoint: 1 on the current state, 0 on the others.",
+            ["endpoint", "state"],
+            registry=self.registry,
+        )
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        """Count one finished request and every upstream call it made."""
+        self.requests.labels(
+            outcome.route, str(outcome.tier), outcome.decision, outcome.status
+        ).inc()
+        self.request_seconds.labels(outcome.route).observe(outcome.latency_ms / 1000)
+        self.counterfactual.labels(outcome.tenant, outcome.route).inc(outcome.counterfactual_usd)
+        for call in outcome.calls:
+            self.calls.labels(call.endpoint, call.status).inc()
+            if call.status != "cancelled":
+                self.call_seconds.labels(call.endpoint).observe(call.latency_ms / 1000)
+            self.cost.labels(outcome.tenant, call.endpoint).inc(call.cost_usd)
+            if call.tokens_in:
+                self.tokens.labels(outcome.tenant, call.endpoint, "in").inc(call.tokens_in)
+            if call.tokens_out:
+                self.tokens.labels(outcome.tenant, call.endpoint, "out").inc(call.tokens_out)
+
+    def set_breaker_state(self, endpoint: str, state: str) -> None:
+        """Record an endpoint's breaker state (``closed``, ``open`` or ``half_open``)."""
+        if state not in BREAKER_STATES:
+            raise ValueError(f"unknown breaker state {state!r}; expected one of {BREAKER_STATES}")
+        for known in BREAKER_STATES:
+            self.breaker.labels(endpoint, known).set(1.0 if known == state else 0.0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition payload and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE
