@@ -16,10 +16,10 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.billing import Biller
 from gateway.budgets import BudgetGuard
-from gateway.metrics import Metrics
 from gateway.config import Settings, parse_settings
 from gateway.errors import CoEError
 from gateway.ledger import open_ledger
+from gateway.metrics import Metrics
 from gateway.routes_costs import router
 from gateway.state import STATE_KEY, AppState
 from gateway.tenants import KeyRing, new_key
