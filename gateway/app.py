@@ -28,6 +28,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.plan import CoEOverrides, make_plan
 from gateway.protocol import (
+    chat_request_openapi,
     completion_body,
     completion_chunks,
     error_body,
@@ -36,7 +37,7 @@ from gateway.protocol import (
 from gateway.routes_costs import router as costs_router
 from gateway.state import STATE_KEY, AppState, app_state
 from gateway.tenants import KeyRing
-from providers.http import make_http_client
+from providers.http import make_http_client, make_upstream_transport
 from providers.registry import build_providers
 
 if TYPE_CHECKING:
@@ -60,9 +61,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            client = make_http_client(http_transport)
+            client = make_http_client(
+                http_transport if http_transport is not None else make_upstream_transport()
+            )
             stack.push_async_callback(client.aclose)
-            providers = build_providers(settings, client)
+            metrics = Metrics()
+            providers = build_providers(
+                settings, client, on_breaker_change=metrics.set_breaker_state
+            )
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
             ledger = await stack.enter_async_context(open_ledger(settings.ledger))
@@ -74,7 +80,7 @@ def create_app(
                 keyring=KeyRing.from_settings(settings),
                 biller=Biller(settings),
                 budgets=BudgetGuard(settings, ledger),
-                metrics=Metrics(),
+                metrics=metrics,
             )
             yield {STATE_KEY: state}
 
@@ -84,7 +90,12 @@ def create_app(
     app.add_exception_handler(CoEError, _coe_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        openapi_extra=chat_request_openapi(),
+    )
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])

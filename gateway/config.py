@@ -27,6 +27,9 @@ Task = Literal["classify", "choice", "number", "regex", "text"]
 PolicyName = Literal["vote", "confidence"]
 EndpointKind = Literal["openai", "vllm", "llamacpp", "replay", "python"]
 
+# An [admin] key's own completions are billed to this tenant name, which no [[tenants]] may take.
+ADMIN_TENANT = "admin"
+
 # The seed paper's Table 1 (Lambda Cloud on-demand prices, 2024).
 DEFAULT_GPU_HOUR_USD: dict[str, float] = {"V100": 0.50, "A6000": 0.80, "A100": 1.29, "H100": 2.49}
 
@@ -49,6 +52,10 @@ class ServerConfig(_Model):
     allow_unauthenticated_public_bind: bool = False
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    # On SIGTERM: how long in-flight requests may take to finish before they are cancelled. Above
+    # the longest route deadline_s, every request ends on its own (a 504 is recorded; a cancelled
+    # request's calls are not).
+    drain_timeout_s: float = Field(default=65.0, gt=0)
 
 
 class LedgerConfig(_Model):
@@ -88,6 +95,9 @@ class EndpointConfig(_Model):
     timeout_s: float = Field(default=30.0, gt=0)
     max_concurrency: int = Field(default=64, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Circuit breaker: open after this many consecutive failures (0: no breaker), for this long.
+    breaker_failures: int = Field(default=5, ge=0)
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)
     usd_per_mtok_in: float = Field(default=0.0, ge=0)
     usd_per_mtok_out: float = Field(default=0.0, ge=0)
     gpu: str | None = None
@@ -205,6 +215,10 @@ class Settings(_Model):
         if duplicates:
             raise ValueError(f"duplicate endpoint names: {', '.join(duplicates)}")
         tenant_names = [t.name for t in self.tenants]
+        if ADMIN_TENANT in tenant_names:
+            raise ValueError(
+                f"tenant name {ADMIN_TENANT!r} is reserved: an [admin] key's own requests bill it"
+            )
         dup_tenants = sorted({n for n in tenant_names if tenant_names.count(n) > 1})
         if dup_tenants:
             raise ValueError(f"duplicate tenant names: {', '.join(dup_tenants)}")

@@ -104,4 +104,6 @@ def configure_logging(level: str = "info", json: bool = True) -> logging.Handler
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request URL at INFO; a URL can carry a credential.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
     return handler

@@ -55,6 +55,11 @@ def make_plan(
     labels = body.labels if body.labels is not None else _route_labels(route, task)
     if task in ("classify", "choice") and not labels:
         raise BadRequest(f"task {task!r} needs labels", param="coe.labels")
+    if task == "regex" and not route.pattern:
+        # The body cannot carry a pattern: without the route's, no answer could ever parse.
+        raise BadRequest(
+            f"task 'regex' needs a pattern, and route {route_name!r} has none", param="coe.task"
+        )
     threshold = body.threshold if body.threshold is not None else route.threshold
     policy: PolicyName = body.policy or route.policy
     max_tier = body.max_tier if body.max_tier is not None else len(route.tiers) - 1

@@ -33,6 +33,16 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: str | list[dict[str, Any]] | None) -> Any:
+        # The engine and the providers read a part's "text" as a string.
+        if isinstance(content, list) and any(
+            "text" in part and not isinstance(part["text"], str) for part in content
+        ):
+            raise ValueError("the text of a content part must be a string")
+        return content
+
 
 class CoEExtension(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -198,3 +208,41 @@ def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+OVERRIDE_HEADERS = {
+    "x-coe-threshold": "θ for this request, as a decimal or a fraction such as 2/3",
+    "x-coe-policy": "vote or confidence",
+    "x-coe-max-tier": "the highest tier index (0-based) the request may reach",
+    "x-coe-tags": "comma-separated cost-attribution tags (at most 16, 64 characters each)",
+}
+
+
+def chat_request_openapi() -> dict[str, Any]:
+    """The chat route's body and override headers for the OpenAPI document: the route reads its
+    raw body itself (for speed and OpenAI's error shape), so FastAPI cannot infer them."""
+    schema = ChatCompletionRequest.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline_refs(schema, definitions)}},
+        },
+        "parameters": [
+            {"name": name, "in": "header", "required": False, "description": meaning,
+             "schema": {"type": "string"}}
+            for name, meaning in OVERRIDE_HEADERS.items()
+        ],
+    }
+
+
+def _inline_refs(node: Any, definitions: dict[str, Any]) -> Any:
+    # The request models are not recursive, so every "$ref" can be replaced by its definition.
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(definitions[ref.removeprefix("#/$defs/")], definitions)
+        return {key: _inline_refs(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(item, definitions) for item in node]
+    return node

@@ -15,13 +15,13 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.config import ADMIN_TENANT
 from gateway.errors import Unauthorized
 
 if TYPE_CHECKING:
     from gateway.config import Settings
 
 DEFAULT_TENANT = "default"
-ADMIN_TENANT = "admin"
 KEY_PREFIX = "sk-coe-"
 
 

@@ -1,11 +1,15 @@
 """The one HTTP client every HTTP adapter shares: pooled, kept alive, HTTP/1.1.
 
 Its owner (the app's lifespan) makes it once and closes it once; adapters receive it. The
-transport is a parameter so the hot path can swap httpx's own transport for aiohttp's (measured:
-faster on loopback) and unit tests keep respx, which mocks httpx's own transport.
+transport is a parameter: the gateway's hot path runs httpx's interface over an aiohttp
+connection pool (``AiohttpTransport``; bench/RESULTS.md has the figures that chose it), while unit
+tests keep respx, which mocks httpx's own transport.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -17,6 +21,11 @@ from providers._constants import (
     POOL_MAX_KEEPALIVE_CONNECTIONS,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
 POOL_LIMITS = httpx.Limits(
     max_connections=POOL_MAX_CONNECTIONS,
     max_keepalive_connections=POOL_MAX_KEEPALIVE_CONNECTIONS,
@@ -24,10 +33,31 @@ POOL_LIMITS = httpx.Limits(
 )
 
 
-def make_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+@runtime_checkable
+class DirectTransport(Protocol):
+    """A transport that can also post without httpx's client layer (request building, auth,
+    redirects, cookies), which costs about as much CPU as a loopback exchange itself
+    (bench/RESULTS.md): same response and same errors as ``client.post``, but no ``request``
+    on the response."""
+
+    async def post(
+        self, url: str, content: bytes, headers: Mapping[str, str], socket_timeouts: httpx.Timeout
+    ) -> httpx.Response: ...
+
+
+class SharedClient(httpx.AsyncClient):
+    """httpx's client, which knows its transport when that is a ``DirectTransport``
+    (``direct``), so adapters can post through it on the hot path."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None, **options: Any) -> None:
+        super().__init__(transport=transport, **options)
+        self.direct = transport if isinstance(transport, DirectTransport) else None
+
+
+def make_http_client(transport: httpx.AsyncBaseTransport | None = None) -> SharedClient:
     """The shared client; with no transport, httpx's own with the pool limits above."""
-    return httpx.AsyncClient(
-        transport=transport,
+    return SharedClient(
+        transport,
         limits=POOL_LIMITS,
         timeout=httpx.Timeout(CLIENT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         http1=True,
@@ -37,8 +67,18 @@ def make_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx
 
 
 def make_aiohttp_transport() -> httpx.AsyncBaseTransport:
-    """httpx's interface over an aiohttp connection pool with the same limits (package
-    httpx-aiohttp, imported only when asked for)."""
-    from httpx_aiohttp import AiohttpTransport
+    """httpx's interface over an aiohttp connection pool with the same limits; ImportError
+    without aiohttp."""
+    from providers._aiohttp import AiohttpTransport
 
-    return AiohttpTransport(limits=POOL_LIMITS)
+    return AiohttpTransport(POOL_LIMITS)
+
+
+def make_upstream_transport() -> httpx.AsyncBaseTransport | None:
+    """The gateway's upstream transport: aiohttp's pool, which measured about half the CPU per
+    call of httpx's own (bench/RESULTS.md); httpx's own (None) where aiohttp is missing."""
+    try:
+        return make_aiohttp_transport()
+    except ImportError:
+        log.warning("aiohttp is not installed: upstream calls use httpx's slower own transport")
+        return None

@@ -18,6 +18,7 @@ import orjson
 from gateway.errors import ConfigError
 from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
 from providers.base import CallRecord, CallRequest, CallStatus, Provider, TokenLogprob
+from providers.http import SharedClient
 from providers.prompting import build_messages
 from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
 
@@ -40,6 +41,8 @@ class OpenAIProvider(Provider):
         self.name = endpoint.name
         self._endpoint = endpoint
         self._client = client
+        # With an aiohttp transport, calls skip httpx's client layer (bench/RESULTS.md).
+        self._direct = client.direct if isinstance(client, SharedClient) else None
         self._retry_policy = retry_policy
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"content-type": "application/json"}
@@ -92,6 +95,8 @@ class OpenAIProvider(Provider):
             except anyio.WouldBlock:
                 await self._limiter.acquire()
             try:
+                if self._direct is not None:
+                    return await self._direct.post(self._url, content, headers, self._timeout)
                 return await self._client.post(
                     self._url, content=content, headers=headers, timeout=self._timeout
                 )
@@ -121,8 +126,13 @@ class OpenAIProvider(Provider):
             error = f"{name}: {detail}" if detail else name
             return self._failed("timeout" if timed_out else "error", error, attempts, started)
         if not outcome.is_success:
-            error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
-            return self._failed("error", error, attempts, started)
+            # Logged without the body, which upstreams often fill with the request's own input;
+            # the record keeps it for the client's error message.
+            record = self._failed("error", f"HTTP {outcome.status_code}", attempts, started)
+            record.error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
+            # The circuit breaker tells an endpoint's trouble from a request's by the status.
+            record.extra["http_status"] = outcome.status_code
+            return record
         try:
             text, usage, logprobs, upstream_id = _parse(orjson.loads(outcome.content))
         except orjson.JSONDecodeError:

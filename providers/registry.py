@@ -5,16 +5,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from providers.breaker import BreakerPolicy, BreakerProvider
 from providers.llamacpp import LlamaCppProvider
 from providers.openai_compat import OpenAIProvider
 from providers.python_fn import PythonProvider
 from providers.vllm import VLLMProvider
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from gateway.config import EndpointConfig, Settings
     from providers.base import Provider
+    from providers.breaker import BreakerState
 
 _HTTP_KINDS: dict[str, type[OpenAIProvider]] = {
     "openai": OpenAIProvider,
@@ -23,9 +27,33 @@ _HTTP_KINDS: dict[str, type[OpenAIProvider]] = {
 }
 
 
-def build_providers(settings: Settings, client: httpx.AsyncClient) -> dict[str, Provider]:
-    """Endpoint name → provider; a ConfigError from any of them stops the gateway starting."""
-    return {endpoint.name: _build(endpoint, client) for endpoint in settings.endpoints}
+def build_providers(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    *,
+    on_breaker_change: Callable[[str, BreakerState], None] | None = None,
+) -> dict[str, Provider]:
+    """Endpoint name → provider; a ConfigError from any of them stops the gateway starting.
+
+    HTTP endpoints sit behind a circuit breaker (``breaker_failures`` > 0), which reports each
+    state it takes to ``on_breaker_change(endpoint, state)``.
+    """
+    return {
+        endpoint.name: _guard(_build(endpoint, client), endpoint, on_breaker_change)
+        for endpoint in settings.endpoints
+    }
+
+
+def _guard(
+    provider: Provider,
+    endpoint: EndpointConfig,
+    on_change: Callable[[str, BreakerState], None] | None,
+) -> Provider:
+    # In-process and recorded answers have no remote end to spare.
+    if endpoint.kind not in _HTTP_KINDS or endpoint.breaker_failures == 0:
+        return provider
+    policy = BreakerPolicy(endpoint.breaker_failures, endpoint.breaker_cooldown_s)
+    return BreakerProvider(provider, policy, on_state_change=on_change)
 
 
 def _build(endpoint: EndpointConfig, client: httpx.AsyncClient) -> Provider:

@@ -109,3 +109,9 @@ def test_invalid_toml_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(path)
+
+
+def test_tenant_name_admin_is_reserved() -> None:
+    raw = {**minimal(), "tenants": [{"name": "admin"}]}
+
+    assert "reserved" in problem(raw)

@@ -144,7 +144,9 @@ async def test_batches_respect_the_row_limit(ledger_url: str) -> None:
 
 @pytest.mark.anyio
 async def test_a_bad_row_fails_only_its_own_request(ledger_url: str) -> None:
-    first = outcome(request_id="req-duplicate")
+    first = outcome()
+    bad = outcome(request_id="req-bad")
+    bad.route = None  # type: ignore[assignment]  # violates NOT NULL
     others = [outcome() for _ in range(5)]
     failures: list[str] = []
 
@@ -157,14 +159,28 @@ async def test_a_bad_row_fails_only_its_own_request(ledger_url: str) -> None:
     async with open_ledger(LedgerConfig(url=ledger_url)) as ledger:
         await ledger.record(first)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(record, ledger, outcome(request_id="req-duplicate"))
+            tasks.start_soon(record, ledger, bad)
             for request in others:
                 tasks.start_soon(record, ledger, request)
         assert ledger.stats.failed_requests == 1
-    assert failures == ["req-duplicate"]
+    assert failures == ["req-bad"]
     assert fresh_query(ledger_url, "SELECT COUNT(*) FROM coe_requests") == [(6,)]
-    # The spend counter counts each committed request once, the rejected duplicate not at all.
+    # The spend counter counts each committed request once, the rejected one not at all.
     assert fresh_query(ledger_url, "SELECT requests FROM coe_tenant_spend") == [(6,)]
+
+
+@pytest.mark.anyio
+async def test_a_reused_request_id_is_recorded_under_a_suffixed_id(ledger_url: str) -> None:
+    # Clients choose x-request-id; a second request with the same one was still made and billed.
+    async with open_ledger(LedgerConfig(url=ledger_url)) as ledger:
+        await ledger.record(outcome(request_id="req-twice"))
+        again = outcome(request_id="req-twice")
+        await ledger.record(again)
+        assert ledger.stats.failed_requests == 0
+    assert again.request_id.startswith("req-twice.")
+    ids = fresh_query(ledger_url, "SELECT request_id FROM coe_requests ORDER BY request_id")
+    assert ids == [("req-twice",), (again.request_id,)]
+    assert fresh_query(ledger_url, "SELECT requests FROM coe_tenant_spend") == [(2,)]
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ from providers import (
     build_providers,
     make_http_client,
 )
+from providers.breaker import BreakerProvider
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,9 @@ async def test_every_endpoint_gets_the_provider_of_its_kind(client: httpx.AsyncC
         {"name": "d", "kind": "python", "function": "providers.classifiers:vader_sentiment"},
     )
     providers = build_providers(settings, client)
-    assert {name: type(p) for name, p in providers.items()} == {
+    # HTTP kinds come wrapped in their circuit breaker.
+    unwrapped = {n: p.inner if isinstance(p, BreakerProvider) else p for n, p in providers.items()}
+    assert {name: type(p) for name, p in unwrapped.items()} == {
         "a": OpenAIProvider,
         "b": VLLMProvider,
         "c": LlamaCppProvider,

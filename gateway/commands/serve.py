@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import load_settings, parse_settings
+from gateway.http_protocol import BoundedHttpToolsProtocol
 from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -19,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", required=True, help="the TOML config file")
     parser.add_argument("--host", help="override server.host")
     parser.add_argument("--port", type=int, help="override server.port")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="override server.drain_timeout_s: on SIGTERM, how long in-flight requests may finish",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument(
         "--log-format", default="json", choices=["json", "text"], help="log lines (default json)"
@@ -29,12 +37,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     server = settings.server
-    if args.host or args.port is not None:
+    overrides = {
+        key: value
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("drain_timeout_s", args.drain_timeout),
+        )
+        if value is not None
+    }
+    if overrides:
         # Re-validate so the loopback rule applies to the overridden host too.
         raw = settings.model_dump()
-        raw["server"].update(
-            {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
+        raw["server"].update(overrides)
         settings = parse_settings(raw, source=args.config)
         server = settings.server
     configure_logging(args.log_level, json=args.log_format == "json")
@@ -45,5 +60,10 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=None,  # keep configure_logging's handlers for uvicorn's loggers too
         access_log=False,
+        # Request heads are capped (431 past 64 KiB); httptools alone would buffer any size.
+        http=BoundedHttpToolsProtocol,
+        # SIGTERM: stop accepting, let requests in flight finish this long, then the lifespan
+        # flushes the ledger. uvicorn counts whole seconds.
+        timeout_graceful_shutdown=math.ceil(server.drain_timeout_s),
     )
     return 0

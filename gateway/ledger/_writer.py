@@ -3,18 +3,23 @@
 ``record`` enqueues and waits for its batch's commit, so a request's rows are durable before its
 answer leaves, while concurrent requests share one transaction (and one fsync). Database work runs
 in worker threads; the event loop never blocks on it. A failed batch is retried one request per
-transaction, so one bad row fails only its own request.
+transaction, so one bad row fails only its own request. A request whose id is already in the
+ledger (clients choose ``x-request-id``, and may send one twice) is recorded under that id with a
+random suffix: its calls were made and must be billed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sqlite3
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
+import psycopg
 
 from gateway.ledger._base import Ledger, LedgerStats, LedgerUnavailable, month_key
 
@@ -89,13 +94,19 @@ class BatchingLedger(Ledger):
         finally:
             self._stopped.set()
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], *, renamed: bool = False) -> None:
         # Shielded: once rows are handed to the database their waiters must learn the result.
         with anyio.CancelScope(shield=True):
             try:
                 await anyio.to_thread.run_sync(self._store.write, [p.outcome for p in batch])
             except Exception as exc:  # any database error goes to the waiters, not the writer
                 if len(batch) == 1:
+                    if _duplicate_key(exc) and not renamed:
+                        outcome = batch[0].outcome
+                        log.warning("request id %s is already in the ledger", outcome.request_id)
+                        outcome.request_id = f"{outcome.request_id}.{uuid.uuid4().hex[:12]}"
+                        await self._commit(batch, renamed=True)
+                        return
                     self._fail(batch[0], exc)
                     return
                 log.warning("ledger batch of %d failed (%s); retrying one by one", len(batch), exc)
@@ -113,3 +124,10 @@ class BatchingLedger(Ledger):
         self.stats.failed_requests += 1
         pending.error = exc
         pending.done.set()
+
+
+def _duplicate_key(exc: Exception) -> bool:
+    """Whether a write failed on a primary key already taken: only a request's id can be."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    return isinstance(exc, psycopg.errors.UniqueViolation)
