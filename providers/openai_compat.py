@@ -127,9 +127,11 @@ class OpenAIProvider(Provider):
             return self._failed("timeout" if timed_out else "error", error, attempts, started)
         if not outcome.is_success:
             # Logged without the body, which upstreams often fill with the request's own input;
-            # the record keeps it for the client's error message.
+            # the record keeps it for the client's error message, except on 401/403, whose body
+            # can quote the operator's upstream key.
             record = self._failed("error", f"HTTP {outcome.status_code}", attempts, started)
-            record.error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
+            if outcome.status_code not in (401, 403):
+                record.error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
             # The circuit breaker tells an endpoint's trouble from a request's by the status.
             record.extra["http_status"] = outcome.status_code
             return record

@@ -320,3 +320,18 @@ def test_metrics_count_requests_and_calls(serve: Callable[..., GatewayServer]) -
 
     assert 'route="sentiment"' in text
     assert 'endpoint="small-a"' in text
+
+
+def test_upstream_auth_failure_body_is_not_shown_to_clients(
+    serve: Callable[..., GatewayServer], upstreams: dict[str, UpstreamServer]
+) -> None:
+    leaky = b'{"error": {"message": "Incorrect API key provided: sk-proj-****abcd"}}'
+    for server in upstreams.values():
+        server.answer(None, status=401, raw_body=leaky)
+
+    with pytest.raises(openai.APIStatusError) as raised:
+        ask(serve())
+
+    assert raised.value.status_code == 502
+    assert "sk-proj" not in str(raised.value.body)
+    assert "HTTP 401" in str(raised.value.body)
