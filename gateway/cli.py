@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "gateway.commands.keys",
     "gateway.commands.check_config",
     "gateway.commands.routes",
+    "gateway.commands.data",
+    "gateway.commands.eval",
+    "gateway.commands.demo",
 )
 
 

@@ -5,6 +5,7 @@ Logprobs are sent for only when asked: they make a call there several times slow
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 
 
 class LlamaCppProvider(OpenAIProvider):
+    def _upstream_request_id(self, request_id: str) -> str:
+        # llama-cpp-python's server answers 400 to an x-request-id that is not a UUID; a client's
+        # own id is mapped to a stable UUID so the upstream's logs still join on it.
+        try:
+            return str(uuid.UUID(request_id))
+        except ValueError:
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, f"coe-request:{request_id}"))
+
     def _body(self, request: CallRequest) -> dict[str, Any]:
         body = super()._body(request)
         if request.answer_set:

@@ -72,6 +72,10 @@ class OpenAIProvider(Provider):
             body["top_logprobs"] = request.top_logprobs
         return body
 
+    def _upstream_request_id(self, request_id: str) -> str:
+        """The id sent upstream as ``x-request-id``; dialects with rules of their own override."""
+        return request_id
+
     async def complete(self, request: CallRequest) -> CallRecord:
         started = time.perf_counter()
         body = self._body(request)
@@ -82,7 +86,7 @@ class OpenAIProvider(Provider):
             return self._failed("error", f"request is not JSON-serialisable: {exc}", 0, started)
         headers = self._headers
         if request.request_id:
-            headers = {**headers, "x-request-id": request.request_id}
+            headers = {**headers, "x-request-id": self._upstream_request_id(request.request_id)}
         attempts = 0
 
         async def send() -> Outcome:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -298,7 +299,7 @@ async def test_client_errors_are_not_retried(
     record = await call(client)
     assert route.call_count == 1
     assert (record.status, record.attempts) == ("error", 1)
-    assert record.error is not None and record.error.startswith(f"HTTP {status}: ")
+    assert record.error is not None and record.error.startswith(f"HTTP {status}")
     assert "bad" in record.error
 
 
@@ -528,3 +529,23 @@ async def test_llamacpp_system_prompt_goes_into_the_user_turn(
     assert sent_body(route)["messages"] == [
         {"role": "user", "content": "Be terse.\n\nGreat film!"}
     ]
+
+
+async def test_llamacpp_gets_a_stable_uuid_for_a_client_request_id(
+    respx_mock: respx.MockRouter, client: httpx.AsyncClient
+) -> None:
+    route = respx_mock.post(URL).mock(return_value=ok())
+    await call(client, REQUEST, LlamaCppProvider, kind="llamacpp")
+    await call(client, REQUEST, LlamaCppProvider, kind="llamacpp")
+    sent = [uuid.UUID(c.request.headers["x-request-id"]) for c in route.calls]
+    assert sent[0] == sent[1]
+
+
+async def test_llamacpp_keeps_a_uuid_request_id(
+    respx_mock: respx.MockRouter, client: httpx.AsyncClient
+) -> None:
+    route = respx_mock.post(URL).mock(return_value=ok())
+    request_id = str(uuid.uuid4())
+    request = CallRequest(messages=REQUEST.messages, request_id=request_id)
+    await call(client, request, LlamaCppProvider, kind="llamacpp")
+    assert route.calls[0].request.headers["x-request-id"] == request_id
