@@ -1,0 +1,216 @@
+"""``coe eval record`` (every endpoint answers every example) and ``coe eval replay`` (simulate any
+cascade over such a recording, without calling a model)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from gateway.config import load_settings
+from gateway.errors import CoEError
+from gateway.evaluation.record import RecordSummary, record_run
+from gateway.evaluation.recording import read_recording
+from gateway.evaluation.replay import CONFIDENCE_GRID, DEFAULT_THRESHOLDS, build_report
+from gateway.evaluation.tables import print_report, report_json
+from gateway.zoo import LlamaZoo, sigterm_as_interrupt, specs_for_settings
+from policies.threshold import parse_threshold
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator
+
+    from rich.progress import Task
+
+    from gateway.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="record a full-information run, replay cascades over it", description=__doc__
+    )
+    commands = parser.add_subparsers(dest="eval_command", required=True, metavar="COMMAND")
+
+    record = commands.add_parser(
+        "record",
+        help="send every example to every endpoint of every tier of a route",
+        description="Send every example of DATA to every endpoint of every tier of the route and "
+        "write one line per example to OUT (resumable: a rerun skips the ids already in OUT).",
+    )
+    record.add_argument("--config", required=True, help="the gateway's TOML config file")
+    record.add_argument("--route", required=True, help="the route whose endpoints to record")
+    record.add_argument(
+        "--data", required=True, type=Path, help="JSONL lines {id, prompt|messages, label}"
+    )
+    record.add_argument("--out", required=True, type=Path, help="the recording, RUN.jsonl")
+    record.add_argument(
+        "--concurrency", type=int, default=4,
+        help="examples in flight at once (default 4; 1 gives the cleanest latencies)",
+    )
+    record.add_argument(
+        "--no-logprobs", dest="logprobs", action="store_false",
+        help="do not ask for logprobs (faster on llama.cpp; no confidence baseline)",
+    )
+    record.add_argument(
+        "--no-warmup", dest="warmup", action="store_false",
+        help="do not send the first example to every endpoint once, unrecorded, before recording",
+    )
+    record.add_argument(
+        "--start-zoo", action="store_true",
+        help="start a local llama-cpp-python server (Gemma 3 270M) on the port of every "
+        "loopback llamacpp endpoint of the route, for the duration of the run",
+    )
+    record.set_defaults(func=run_record)
+
+    replay = commands.add_parser(
+        "replay",
+        help="simulate single models, ensembles and cascades from a recording",
+        description="Simulate, from a recording and without calling a model: every single model, "
+        "each tier as a whole ensemble, the CoE cascade for θ = 1/2, 2/3, 1 and any given "
+        "(with early quorum, and waiting for all as the seed paper does), and the confidence "
+        "cascade over a threshold grid.",
+    )
+    replay.add_argument("recording", type=Path, metavar="RUN.jsonl")
+    replay.add_argument(
+        "--threshold", default="",
+        help="extra θ values for the CoE cascade, comma-separated (e.g. 0.6,3/4)",
+    )
+    replay.add_argument(
+        "--confidence-grid", default=",".join(f"{p:g}" for p in CONFIDENCE_GRID),
+        help="thresholds for the confidence cascade (default %(default)s)",
+    )
+    replay.add_argument(
+        "--tier-delay-ms", default="",
+        help="network delays to simulate, comma-separated, each added to every tier after the "
+        "first (the seed paper's edge-to-cloud setting), e.g. 0.001,10,100,1000",
+    )
+    replay.add_argument("--format", choices=("table", "json"), default="table")
+    replay.add_argument("--plot", type=Path, help="write accuracy against cost to this PNG")
+    replay.set_defaults(func=run_replay)
+
+
+def _floats(raw: str, option: str, parse: type[float] | None = None) -> list[float]:
+    values: list[float] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            values.append(parse(part) if parse is not None else parse_threshold(part))
+        except ValueError as exc:
+            raise CoEError(f"{option}: {exc}") from None
+    return values
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    thresholds = [*DEFAULT_THRESHOLDS, *_floats(args.threshold, "--threshold")]
+    grid = _floats(args.confidence_grid, "--confidence-grid")
+    delays = _floats(args.tier_delay_ms, "--tier-delay-ms", float)
+    if any(delay < 0 for delay in delays):
+        raise CoEError("--tier-delay-ms: delays must not be negative")
+    recording = read_recording(args.recording)
+    if not recording.examples:
+        raise CoEError(f"{args.recording}: the recording holds no examples yet")
+    report = build_report(
+        recording, thresholds=thresholds, confidence_grid=grid, tier_delays_ms=delays
+    )
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report_json(report), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        # Piped or redirected, rich would fold the table into 80 columns.
+        print_report(report, recording.header, Console(width=None if sys.stdout.isatty() else 160))
+    if args.plot is not None:
+        from gateway.evaluation.plot import plot_report
+
+        title = f"{recording.header.route_name}: {report.examples} examples"
+        plot_report(report, args.plot, title=title)
+        Console(stderr=True).print(f"plot written to {args.plot}")
+    return 0
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("—/s" if speed is None else f"{speed:.1f} ex/s", style="progress.data.speed")
+
+
+def run_record(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.route not in settings.routes:
+        raise CoEError(f"{args.config}: no route {args.route!r}")
+    # soft_wrap: a path or a data line's problem must stay on one line, whatever the width.
+    console = Console(stderr=True, soft_wrap=True)
+    progress = Progress(
+        TextColumn("[bold]recording[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task: list[TaskID] = []
+
+    def started(summary: RecordSummary) -> None:
+        console.print(
+            f"{summary.total} examples in {args.data}; {summary.already} already in {args.out}"
+        )
+        task.append(progress.add_task("record", total=summary.total - summary.already))
+
+    def recorded() -> None:
+        progress.advance(task[0])
+
+    async def main() -> RecordSummary:
+        async with _zoo(settings, args.route, enabled=args.start_zoo):
+            with progress:
+                return await record_run(
+                    settings,
+                    args.route,
+                    args.data,
+                    args.out,
+                    concurrency=args.concurrency,
+                    logprobs=args.logprobs,
+                    warmup=args.warmup,
+                    on_start=started,
+                    on_recorded=recorded,
+                )
+
+    with sigterm_as_interrupt() if args.start_zoo else contextlib.nullcontext():
+        summary = anyio.run(main)
+    console.print(f"recorded {summary.recorded} examples to {summary.out}")
+    for problem in summary.problems:
+        console.print(f"[red]{problem.describe(args.data)}[/red] (skipped)", highlight=False)
+    if summary.problems:
+        console.print(f"{len(summary.problems)} malformed data line(s) were not recorded")
+        return 1
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _zoo(settings: Settings, route: str, *, enabled: bool) -> AsyncIterator[None]:
+    if not enabled:
+        yield
+        return
+    names = {name for tier in settings.routes[route].tiers for name in tier}
+    specs = specs_for_settings(settings, names)
+    if not specs:
+        raise CoEError(f"--start-zoo: route {route!r} has no loopback llamacpp endpoint")
+    async with LlamaZoo(specs):
+        yield

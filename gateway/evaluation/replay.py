@@ -1,0 +1,457 @@
+"""Replaying a recording: what any cascade over its endpoints would have answered, cost and taken.
+
+No model is called. Each simulated request goes through the same steps as ``gateway.engine``, with
+the same ``policies`` code: per tier, the recorded answers arrive in the order of their recorded
+latencies (ties in tier order, as the live engine starts its calls), each is normalised and cast,
+``decide`` (or ``decide_confidence``) runs after each arrival, and the tier stops at the first
+answer that decides it, the calls still running then being cancelled; the last tier answers with
+``plurality``. With ``wait_for_all`` every call finishes and the decision is taken on all of them
+(the seed paper's protocol). Costs come from ``gateway.billing.Biller`` itself, so a cancelled call
+pays what a live one would: its prompt tokens, or the GPU time it held until the decision.
+
+Latency of a request is the sum over the tiers it reached of the time to that tier's decision. A
+network delay ``d`` (``--tier-delay-ms``) is added to every tier but the first, which plays the
+edge device; it delays answers, not GPU time (the seed paper's edge-to-cloud simulation, §4.2).
+GPU time of a finished call is the recorded one (its share of the endpoint, as the engine meters
+it); a cancelled call holds its GPU until the decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.billing import Biller
+from gateway.config import EndpointConfig, PolicyName, Settings
+from gateway.evaluation.recording import prompt_chars
+from gateway.outcome import RequestOutcome
+from policies.answers import normalise
+from policies.confidence import answer_probability, decide_confidence
+from policies.pricing import blended_hourly_usd
+from policies.vote import Ballot, CastVote, Decision, decide, plurality
+from providers.base import CallRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gateway.evaluation.recording import RecordedExample, Recording, RecordingHeader
+
+Kind = Literal["single", "ensemble", "coe", "confidence"]
+
+# Simulated requests carry no real time of their own.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_THRESHOLDS = (0.5, 2 / 3, 1.0)
+CONFIDENCE_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeConfig:
+    name: str
+    kind: Kind
+    tiers: tuple[tuple[str, ...], ...]
+    threshold: float | None = None
+    policy: PolicyName = "vote"
+    wait_for_all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    config: CascadeConfig
+    accuracy: float
+    cost_per_request_usd: float
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    # One per tier, for cascades; None for single models and whole-tier ensembles.
+    exit_fractions: tuple[float, ...] | None
+    # The seed paper's Table 2 "$ per hour" when every endpoint is GPU-priced, else None.
+    hourly_usd: float | None
+    tier_delay_ms: float = 0.0
+    pareto: bool = False
+
+    def contract_json(self) -> dict[str, Any]:
+        """The row shape CONTRACT.md fixes for ``coe eval replay --format json``."""
+        return {
+            "config": self.config.name,
+            "kind": self.config.kind,
+            "threshold": None if self.config.threshold is None else round(self.config.threshold, 3),
+            "accuracy": self.accuracy,
+            "cost_per_request_usd": self.cost_per_request_usd,
+            "latency_p50_ms": round(self.latency_p50_ms, 3),
+            "exit_fractions": None if self.exit_fractions is None else list(self.exit_fractions),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One endpoint's recorded answer to one example, judged as the live engine judges it."""
+
+    status: str
+    answer: str | None
+    confidence: tuple[str | None, float]
+    mean_logprob: float | None
+    latency_ms: float
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Example:
+    id: str
+    label: str
+    prompt_chars: int
+    answers: dict[str, _Answer]
+
+
+def fraction_text(theta: float) -> str:
+    """θ as people write it: "2/3" for 0.667, "1" for 1.0, else the decimal."""
+    close = Fraction(theta).limit_denominator(10)
+    if abs(float(close) - theta) < 0.005:
+        return str(close)
+    return f"{theta:g}"
+
+
+def settings_for(header: RecordingHeader, recording: str = "(replay)") -> Settings:
+    """A config with the recording's route and prices; every endpoint answers from ``recording``."""
+    gpu_prices = {
+        info.gpu: info.gpu_hour_usd
+        for info in header.endpoints.values()
+        if info.gpu is not None and info.gpu_hour_usd is not None
+    }
+    endpoints = tuple(
+        EndpointConfig(
+            name=info.name,
+            kind="replay",
+            model=info.model,
+            recording=recording,
+            usd_per_mtok_in=info.usd_per_mtok_in,
+            usd_per_mtok_out=info.usd_per_mtok_out,
+            gpu=info.gpu,
+            gpus=info.gpus,
+        )
+        for info in header.endpoints.values()
+    )
+    return Settings(
+        endpoints=endpoints,
+        routes={header.route_name: header.route},
+        pricing={"gpu_hour_usd": gpu_prices},  # type: ignore[arg-type]  # pydantic validates
+    )
+
+
+class Replayer:
+    """Simulates cascades over one recording."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.header = recording.header
+        self._spec = recording.header.spec
+        self._settings = settings_for(recording.header)
+        self._biller = Biller(self._settings)
+        self._examples = [self._judge(example) for example in recording.examples]
+
+    @property
+    def size(self) -> int:
+        return len(self._examples)
+
+    def _judge(self, example: RecordedExample) -> _Example:
+        answers: dict[str, _Answer] = {}
+        for name, call in example.calls.items():
+            record = call.to_record(name)
+            record.gpu_seconds = call.gpu_seconds
+            answer = normalise(record.text, self._spec) if record.status == "ok" else None
+            ok = record.status == "ok" and answer is not None
+            answers[name] = _Answer(
+                status=("ok" if ok else "unparsable") if record.status == "ok" else record.status,
+                answer=answer,
+                confidence=(
+                    answer_probability(record.text, record.logprobs, self._spec)
+                    if ok
+                    else (None, 0.0)
+                ),
+                mean_logprob=record.mean_logprob,
+                latency_ms=call.latency_ms,
+                record=record,
+            )
+        label = normalise(example.label, self._spec) or example.label
+        return _Example(example.id, label, prompt_chars(example.messages), answers)
+
+    def simulate(
+        self, index: int, config: CascadeConfig, tier_delay_ms: float = 0.0
+    ) -> RequestOutcome:
+        """The outcome the live engine would give example ``index`` under ``config``, billed;
+        ``latency_ms`` is the simulated one."""
+        example = self._examples[index]
+        outcome = RequestOutcome(
+            request_id=example.id,
+            route=self.header.route_name,
+            tenant="replay",
+            created_at=_EPOCH,
+            threshold=config.threshold if config.threshold is not None else 1.0,
+            policy=config.policy,
+        )
+        elapsed = 0.0
+        for tier_index, tier in enumerate(config.tiers):
+            outcome.tier = tier_index
+            delay = tier_delay_ms if self._remote(tier) else 0.0
+            decision, votes, cast, took = self._tier(example, tier_index, tier, config, outcome)
+            elapsed += delay + took
+            outcome.votes = votes
+            outcome.agreement = decision.agreement
+            if decision.action == "accept":
+                outcome.answer = decision.label
+                outcome.decision = "agreed" if tier_index == 0 else "escalated"
+                break
+            if tier_index == len(config.tiers) - 1:
+                outcome.answer = plurality(cast)
+                outcome.decision = "last_tier"
+                if outcome.answer is None:
+                    outcome.status = "upstream_failed"
+        outcome.latency_ms = elapsed
+        self._biller.bill(outcome, self.header.route)
+        return outcome
+
+    def _remote(self, tier: tuple[str, ...]) -> bool:
+        return any(self.header.endpoints[name].tier > 0 for name in tier)
+
+    def _tier(
+        self,
+        example: _Example,
+        tier_index: int,
+        tier: tuple[str, ...],
+        config: CascadeConfig,
+        outcome: RequestOutcome,
+    ) -> tuple[Decision, dict[str, int], list[CastVote], float]:
+        size = len(tier)
+        theta = config.threshold if config.threshold is not None else 1.0
+        answers = [example.answers[name] for name in tier]
+        arrival = sorted(range(size), key=lambda slot: (answers[slot].latency_ms, slot))
+        ballot = Ballot(self._spec)
+        cast = [CastVote(label=None, mean_logprob=None)] * size
+        confidences: list[tuple[str | None, float]] = []
+        finished: set[int] = set()
+        decision = Decision(action="wait", label=None, agreement=0.0)
+        took = 0.0
+        pending = size
+        for slot in arrival:
+            pending -= 1
+            answer = answers[slot]
+            finished.add(slot)
+            took = answer.latency_ms
+            label = ballot.cast(answer.answer)
+            cast[slot] = CastVote(label=label, mean_logprob=answer.mean_logprob)
+            if config.policy == "confidence":
+                confidences.append(answer.confidence)
+                decision = decide_confidence(confidences, pending, size, theta)
+            else:
+                decision = decide(ballot.votes, pending, size, theta)
+            if decision.action != "wait" and not config.wait_for_all:
+                break
+        if config.wait_for_all:
+            decision = (
+                decide_confidence(confidences, 0, size, theta)
+                if config.policy == "confidence"
+                else decide(ballot.votes, 0, size, theta)
+            )
+        for slot, name in enumerate(tier):
+            outcome.calls.append(
+                self._call_record(example, name, tier_index, took, finished=slot in finished)
+            )
+        return decision, ballot.votes, cast, took
+
+    def _call_record(
+        self, example: _Example, name: str, tier: int, took: float, *, finished: bool
+    ) -> CallRecord:
+        answer = example.answers[name]
+        if finished:
+            source = answer.record
+            record = CallRecord(
+                endpoint=name,
+                status=answer.status,  # type: ignore[arg-type]  # a CallStatus by construction
+                text=source.text,
+                tokens_in=source.tokens_in,
+                tokens_out=source.tokens_out,
+                logprobs=source.logprobs,
+                latency_ms=answer.latency_ms,
+                error=source.error,
+                tier=tier,
+                answer=answer.answer,
+                gpu_seconds=source.gpu_seconds,
+            )
+        else:
+            gpu_priced = self.header.endpoints[name].gpu_hour_usd is not None
+            record = CallRecord(
+                endpoint=name,
+                status="cancelled",
+                latency_ms=took,
+                tier=tier,
+                gpu_seconds=took / 1000.0 if gpu_priced else 0.0,
+            )
+        record.extra["prompt_chars"] = example.prompt_chars
+        return record
+
+    def evaluate(self, config: CascadeConfig, tier_delay_ms: float = 0.0) -> Row:
+        if not self._examples:
+            raise ValueError("the recording holds no examples")
+        correct = 0
+        costs: list[float] = []
+        latencies: list[float] = []
+        exits = [0] * len(config.tiers)
+        for index, example in enumerate(self._examples):
+            outcome = self.simulate(index, config, tier_delay_ms)
+            correct += outcome.answer == example.label
+            costs.append(outcome.cost_usd)
+            latencies.append(outcome.latency_ms)
+            exits[outcome.tier] += 1
+        n = len(self._examples)
+        fractions = tuple(count / n for count in exits)
+        cascade = config.kind in ("coe", "confidence")
+        return Row(
+            config=config,
+            accuracy=correct / n,
+            cost_per_request_usd=math.fsum(costs) / n,
+            latency_mean_ms=math.fsum(latencies) / n,
+            latency_p50_ms=percentile(latencies, 50),
+            latency_p95_ms=percentile(latencies, 95),
+            exit_fractions=fractions if cascade else None,
+            hourly_usd=self._hourly(config, fractions),
+            tier_delay_ms=tier_delay_ms,
+        )
+
+    def _hourly(self, config: CascadeConfig, fractions: tuple[float, ...]) -> float | None:
+        tier_prices: list[float] = []
+        for tier in config.tiers:
+            prices = [self.header.endpoints[name].hourly_usd for name in tier]
+            if any(price is None for price in prices):
+                return None
+            tier_prices.append(math.fsum(p for p in prices if p is not None))
+        return blended_hourly_usd(fractions, tier_prices)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile by linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def standard_configs(
+    header: RecordingHeader,
+    *,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    confidence_grid: Sequence[float] = CONFIDENCE_GRID,
+    logprob_endpoints: Sequence[str] = (),
+) -> list[CascadeConfig]:
+    """Every single model, each tier as a whole ensemble, the CoE cascade for each θ (early quorum
+    and wait-for-all), and the confidence cascade over the grid: over the route's tiers and, when
+    two or more endpoints returned logprobs, over those endpoints one per tier (the classic
+    single-model deferral chain)."""
+    tiers = header.tiers
+    configs = [
+        CascadeConfig(name, "single", ((name,),), wait_for_all=True)
+        for tier in tiers
+        for name in tier
+    ]
+    configs += [
+        CascadeConfig(f"tier {index} ensemble", "ensemble", (tier,), wait_for_all=True)
+        for index, tier in enumerate(tiers)
+        if len(tier) > 1
+    ]
+    for theta in dict.fromkeys(thresholds):
+        base = CascadeConfig(f"coe θ={fraction_text(theta)}", "coe", tiers, theta)
+        configs += [base, replace(base, name=f"{base.name} wait-all", wait_for_all=True)]
+    if logprob_endpoints:
+        chain = tuple((name,) for name in logprob_endpoints)
+        for p in confidence_grid:
+            configs.append(
+                CascadeConfig(f"confidence p≥{p:g}", "confidence", tiers, p, "confidence")
+            )
+            if len(chain) > 1:
+                configs.append(
+                    CascadeConfig(
+                        f"confidence chain p≥{p:g}", "confidence", chain, p, "confidence"
+                    )
+                )
+    return configs
+
+
+def logprob_endpoints(recording: Recording) -> list[str]:
+    """Endpoints, in route order, that returned logprobs for at least one example."""
+    return [
+        name
+        for name in recording.endpoint_names
+        if any(example.calls[name].logprobs for example in recording.examples)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    rows: list[Row]
+    # The same configurations under each requested network delay (only latency changes).
+    delayed: dict[float, list[Row]]
+    best_single: Row
+    recommended: Row
+    examples: int
+
+
+def build_report(
+    recording: Recording,
+    *,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    confidence_grid: Sequence[float] = CONFIDENCE_GRID,
+    tier_delays_ms: Sequence[float] = (),
+) -> ReplayReport:
+    replayer = Replayer(recording)
+    configs = standard_configs(
+        recording.header,
+        thresholds=thresholds,
+        confidence_grid=confidence_grid,
+        logprob_endpoints=logprob_endpoints(recording),
+    )
+    rows = mark_pareto([replayer.evaluate(config) for config in configs])
+    delayed = {
+        delay: [replayer.evaluate(config, delay) for config in configs]
+        for delay in dict.fromkeys(tier_delays_ms)
+    }
+    best_single = max(
+        (row for row in rows if row.config.kind == "single"),
+        key=lambda row: (row.accuracy, -row.cost_per_request_usd),
+    )
+    return ReplayReport(
+        rows=rows,
+        delayed=delayed,
+        best_single=best_single,
+        recommended=recommend(rows, best_single.accuracy),
+        examples=replayer.size,
+    )
+
+
+def mark_pareto(rows: Sequence[Row]) -> list[Row]:
+    """Mark the rows no other row beats on both accuracy and cost (ties: the cheaper wins)."""
+    marked: list[Row] = []
+    for row in rows:
+        dominated = any(
+            other.accuracy >= row.accuracy
+            and other.cost_per_request_usd <= row.cost_per_request_usd
+            and (
+                other.accuracy > row.accuracy
+                or other.cost_per_request_usd < row.cost_per_request_usd
+            )
+            for other in rows
+        )
+        marked.append(replace(row, pareto=not dominated))
+    return marked
+
+
+def recommend(rows: Sequence[Row], target_accuracy: float) -> Row:
+    """The cheapest row at least as accurate as ``target_accuracy`` (then the more accurate,
+    then the faster); the best single model itself always qualifies."""
+    eligible = [row for row in rows if row.accuracy >= target_accuracy - 1e-12]
+    return min(
+        eligible,
+        key=lambda row: (row.cost_per_request_usd, -row.accuracy, row.latency_mean_ms),
+    )
