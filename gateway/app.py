@@ -37,7 +37,7 @@ from gateway.protocol import (
 from gateway.routes_costs import router as costs_router
 from gateway.state import STATE_KEY, AppState, app_state
 from gateway.tenants import KeyRing
-from providers.http import make_http_client, make_upstream_transport
+from providers.http import make_aiohttp_transport, make_http_client
 from providers.registry import build_providers
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             client = make_http_client(
-                http_transport if http_transport is not None else make_upstream_transport()
+                http_transport if http_transport is not None else make_aiohttp_transport()
             )
             stack.push_async_callback(client.aclose)
             metrics = Metrics()

@@ -8,7 +8,6 @@ tests keep respx, which mocks httpx's own transport.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
@@ -23,8 +22,6 @@ from providers._constants import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-log = logging.getLogger(__name__)
 
 POOL_LIMITS = httpx.Limits(
     max_connections=POOL_MAX_CONNECTIONS,
@@ -67,18 +64,10 @@ def make_http_client(transport: httpx.AsyncBaseTransport | None = None) -> Share
 
 
 def make_aiohttp_transport() -> httpx.AsyncBaseTransport:
-    """httpx's interface over an aiohttp connection pool with the same limits; ImportError
-    without aiohttp."""
+    """httpx's interface over an aiohttp connection pool with the same limits: the gateway's
+    upstream transport, about half the CPU per call of httpx's own, and no pool scan that grows
+    with the connections held (bench/RESULTS.md). Imported on use: commands that make no
+    upstream calls do not load aiohttp."""
     from providers._aiohttp import AiohttpTransport
 
     return AiohttpTransport(POOL_LIMITS)
-
-
-def make_upstream_transport() -> httpx.AsyncBaseTransport | None:
-    """The gateway's upstream transport: aiohttp's pool, which measured about half the CPU per
-    call of httpx's own (bench/RESULTS.md); httpx's own (None) where aiohttp is missing."""
-    try:
-        return make_aiohttp_transport()
-    except ImportError:
-        log.warning("aiohttp is not installed: upstream calls use httpx's slower own transport")
-        return None

@@ -36,9 +36,10 @@ def client_for(gateway: GatewayServer) -> openai.OpenAI:
 
 
 def ask(gateway: GatewayServer, **kwargs: Any) -> dict[str, Any]:
-    response = client_for(gateway).chat.completions.create(
-        model="sentiment", messages=REVIEW, **kwargs  # type: ignore[arg-type]
-    )
+    with client_for(gateway) as client:
+        response = client.chat.completions.create(
+            model="sentiment", messages=REVIEW, **kwargs  # type: ignore[arg-type]
+        )
     return response.model_dump()
 
 
@@ -246,10 +247,11 @@ def test_deadline_gives_504(
 def test_usage_sums_every_call_and_headers_carry_the_decision(
     serve: Callable[..., GatewayServer], upstreams: dict[str, UpstreamServer]
 ) -> None:
-    raw = client_for(serve(threshold=1)).chat.completions.with_raw_response.create(
-        model="sentiment", messages=REVIEW  # type: ignore[arg-type]
-    )
-    body = raw.parse().model_dump()
+    with client_for(serve(threshold=1)) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="sentiment", messages=REVIEW  # type: ignore[arg-type]
+        )
+        body = raw.parse().model_dump()
 
     usage = body["usage"]
     assert usage["prompt_tokens"] == 30
@@ -285,13 +287,14 @@ async def test_async_client_gets_the_same_answer(
 def test_streaming_sends_the_answer_then_usage_and_coe(
     serve: Callable[..., GatewayServer], upstreams: dict[str, UpstreamServer]
 ) -> None:
-    stream = client_for(serve(threshold=1)).chat.completions.create(
-        model="sentiment",
-        messages=REVIEW,  # type: ignore[arg-type]
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = [chunk.model_dump() for chunk in stream]
+    with client_for(serve(threshold=1)) as client:
+        stream = client.chat.completions.create(
+            model="sentiment",
+            messages=REVIEW,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk.model_dump() for chunk in stream]
 
     text = "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
     assert text == "positive"
@@ -300,7 +303,8 @@ def test_streaming_sends_the_answer_then_usage_and_coe(
 
 
 def test_models_lists_the_routes(serve: Callable[..., GatewayServer]) -> None:
-    models = client_for(serve()).models.list()
+    with client_for(serve()) as client:
+        models = client.models.list()
 
     assert [m.id for m in models.data] == ["sentiment"]
 

@@ -1,0 +1,709 @@
+"""Run the performance scenarios a–f in one run and write the figures into bench/RESULTS.md.
+
+    .venv/bin/python -m bench.run            # the full run (15–25 minutes)
+    .venv/bin/python -m bench.run --quick    # a smoke run (about 3 minutes); figures are rough
+
+LiteLLM for scenario (c) lives in its own virtualenv (git-ignored through .git/info/exclude):
+    .venv/bin/python -m venv bench/.venv-litellm
+    bench/.venv-litellm/bin/pip install 'litellm[proxy]==1.108.7'
+
+Everything runs on loopback: a fake upstream (bench/fake_upstream.py), the open-loop load generator
+(bench/loadgen.py), the gateway as ``coe serve`` (one worker, SQLite ledger in a temporary folder)
+and, for scenario (c), the LiteLLM proxy from bench/.venv-litellm. By default (``--no-pin`` turns
+it off; only on machines with two or more cores) the system under test (gateway or LiteLLM) runs
+on CPU 1 and the harness (fake upstream, load generator) on CPU 0, so they do not take each
+other's time slices.
+
+Overhead is the latency the gateway adds: at each quantile, the scenario's latency minus the
+direct latency of the upstream calls its answer had to wait for, measured in the same run (scenario
+a and its 50 ms / 500 ms variants). ``--variant NAME=ARGS`` runs (b) and (d) again for each variant
+of the gateway (see bench/serve_variant.py), side by side, for the A/B record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+LITELLM_VENV = BENCH / ".venv-litellm"
+RESULTS = BENCH / "RESULTS.md"
+BEGIN, END = "<!-- bench/run.py: begin -->", "<!-- bench/run.py: end -->"
+PROMPT = "Great film, I would watch it again!"
+HOST = "127.0.0.1"
+
+# Fake upstream ports and their scripts.
+DIRECT_0, DIRECT_50, DIRECT_500 = 9100, 9111, 9113
+UPSTREAMS = [
+    "port=9100,answer=positive",  # (a), (b), (c)
+    "port=9101,answer=positive",  # (d): three agreeing members
+    "port=9102,answer=positive",
+    "port=9103,answer=positive",
+    "port=9111,delay_ms=50,answer=positive",  # (e): the fast pair and the slow one
+    "port=9112,delay_ms=50,answer=positive",
+    "port=9113,delay_ms=500,answer=positive",
+    "port=9121,answer=positive",  # (f): tier 0 splits on '#split' …
+    "port=9122,answer=positive,split=neutral",
+    "port=9123,answer=negative",
+    "port=9124,answer=positive",  # … and tier 1 answers
+]
+GATEWAY_PORT, LITELLM_PORT = 8300, 8400
+
+
+def gateway_config(port: int, ledger_dir: Path) -> str:
+    endpoints = {
+        "u0": 9100, "e1": 9101, "e2": 9102, "e3": 9103, "fast1": 9111, "fast2": 9112,
+        "slow": 9113, "c1": 9121, "c2": 9122, "c3": 9123, "big": 9124,
+    }
+    lines = [
+        f'[server]\nhost = "{HOST}"\nport = {port}\n',
+        f'[ledger]\nurl = "sqlite:///{ledger_dir}/coe.db"\n',
+    ]
+    for name, upstream in endpoints.items():
+        lines.append(
+            f'[[endpoints]]\nname = "{name}"\nkind = "openai"\n'
+            f'base_url = "http://{HOST}:{upstream}/v1"\nmodel = "fake"\n'
+            "usd_per_mtok_in = 0.1\nusd_per_mtok_out = 0.2\n"
+            # The default (64) caps a 500 ms endpoint at 128 calls/s: (e-all) offers 200.
+            "max_concurrency = 512\n"
+        )
+    routes = {
+        "plain": ('[["u0"]]', ""),
+        "ensemble": ('[["e1", "e2", "e3"]]', ""),
+        "slow-quorum": ('[["fast1", "fast2", "slow"]]', ""),
+        "slow-all": ('[["fast1", "fast2", "slow"]]', "wait_for_all = true\n"),
+        "cascade": ('[["c1", "c2", "c3"], ["big"]]', ""),
+    }
+    for name, (tiers, extra) in routes.items():
+        lines.append(
+            f'[routes.{name}]\nlabels = ["positive", "negative"]\nthreshold = "2/3"\n'
+            f"tiers = {tiers}\n{extra}"
+        )
+    return "\n".join(lines)
+
+
+LITELLM_CONFIG = f"""model_list:
+  - model_name: plain
+    litellm_params:
+      model: openai/fake
+      api_base: http://{HOST}:{DIRECT_0}/v1
+      api_key: sk-fake
+litellm_settings:
+  telemetry: false
+"""
+# LiteLLM logs every request through uvicorn's access log by default; the gateway does not.
+LITELLM_LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"uvicorn.access": {"level": "WARNING"}, "uvicorn.error": {"level": "WARNING"}},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    title: str
+    route: str | None  # None: straight to the upstream
+    waits_for: tuple[str, ...]  # the direct baselines the answer waits for, in sequence
+    split_every: int = 0
+    target: str = "gateway"  # gateway | litellm | direct
+
+
+@dataclass(slots=True)
+class Measured:
+    scenario: Scenario
+    rate: float
+    result: dict[str, Any]
+    cpu_s: float | None = None
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+DIRECT = {
+    "a": Scenario("a", "direct to the upstream (0 ms)", None, ()),
+    "a50": Scenario("a50", "direct to the upstream (50 ms)", None, ()),
+    "a500": Scenario("a500", "direct to the upstream (500 ms)", None, ()),
+}
+SCENARIOS = [
+    Scenario("b", "gateway, 1 endpoint", "plain", ("a",)),
+    Scenario("c", "LiteLLM proxy, 1 endpoint", "plain", ("a",), target="litellm"),
+    Scenario("d", "gateway, 3 endpoints, θ=2/3, agreeing", "ensemble", ("a",)),
+    Scenario("e", "gateway, 50/50/500 ms, early quorum", "slow-quorum", ("a50",)),
+    Scenario("e-all", "gateway, 50/50/500 ms, wait_for_all", "slow-all", ("a500",)),
+    Scenario("f", "gateway, 2 tiers, half escalate", "cascade", ("a",), split_every=2),
+]
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.pin = args.pin and (os.cpu_count() or 1) >= 2
+
+    def _taskset(self, cpu: int) -> list[str]:
+        return ["taskset", "-c", str(cpu)] if self.pin and shutil.which("taskset") else []
+
+    def start(
+        self, name: str, command: list[str], cpu: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            self._taskset(cpu) + command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(reversed(self.processes)):
+            self.stop(process)
+
+    def loadgen(
+        self, port: int, path: str, model: str, rate: float, requests: int, *,
+        warmup: int, split_every: int = 0, headers: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        body = orjson.dumps(
+            {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
+        ).decode()
+        command = self._taskset(0) + [
+            PYTHON, "-m", "bench.loadgen", "--url", f"http://{HOST}:{port}{path}",
+            "--rate", str(rate), "--requests", str(requests), "--warmup", str(warmup),
+            "--body", body, "--split-every", str(split_every),
+        ]
+        for header in headers:
+            command += ["--header", header]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, check=True, timeout=3600)
+        result: dict[str, Any] = orjson.loads(done.stdout)
+        return result
+
+
+def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before {url}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def wait_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open within {timeout_s} s")
+
+
+def accepted_connections(log: Path) -> dict[str, int]:
+    for line in log.read_text().splitlines():
+        if line.startswith("accepted "):
+            counts: dict[str, int] = orjson.loads(line.removeprefix("accepted "))
+            return counts
+    return {}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start_gateway(h: Harness, name: str, port: int, command: list[str]) -> subprocess.Popen[bytes]:
+    ledger = h.workdir / f"ledger-{name}"
+    ledger.mkdir()
+    config = h.workdir / f"{name}.toml"
+    config.write_text(gateway_config(port, ledger))
+    process = h.start(name, [*command, "--config", str(config), "--log-level", "warning"], cpu=1)
+    wait_http(f"http://{HOST}:{port}/healthz", 30, process)
+    return process
+
+
+def measure(
+    h: Harness, scenario: Scenario, rate: float, requests: int, *,
+    port: int, pid: int | None, upstream_port: int = DIRECT_0,
+) -> Measured:
+    load = os.getloadavg()
+    before = cpu_seconds(pid) if pid else None
+    if scenario.target == "direct":
+        result = h.loadgen(upstream_port, "/v1/chat/completions", "fake", rate, requests,
+                           warmup=h.args.warmup)
+    else:
+        result = h.loadgen(port, "/v1/chat/completions", scenario.route or "", rate, requests,
+                           warmup=h.args.warmup, split_every=scenario.split_every)
+    cpu = cpu_seconds(pid) - before if pid and before is not None else None
+    measured = Measured(scenario, rate, result, cpu, load)
+    print(f"  {scenario.key:6} {rate:6.0f}/s  {summary_line(measured)}; CPU/req "
+          f"{cpu_per_request(measured)} ms", flush=True)
+    return measured
+
+
+def summary_line(m: Measured) -> str:
+    lat = m.result.get("latency_ms", {})
+    text = " ".join(f"{k} {lat[k]:.2f}" for k in ("p50", "p90", "p99", "max") if k in lat)
+    fails = m.result["sent"] - m.result["ok"]
+    return f"{text} ms; achieved {m.result['achieved_rate']:.0f}/s; not ok {fails}"
+
+
+def overhead(m: Measured, baselines: dict[str, Measured], quantile: str,
+             part: str = "latency_ms", waits: tuple[str, ...] | None = None) -> float | None:
+    lat = m.result.get(part, {})
+    if quantile not in lat:
+        return None
+    base = 0.0
+    for key in waits if waits is not None else m.scenario.waits_for:
+        base += baselines[key].result["latency_ms"][quantile]
+    return float(lat[quantile]) - base
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore",
+                 "httpx-aiohttp", "aiohttp", "anyio", "orjson", "pydantic"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    litellm_python = LITELLM_VENV / "bin" / "python"
+    if litellm_python.exists():
+        done = subprocess.run(
+            [str(litellm_python), "-c",
+             "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True, text=True, check=False,
+        )
+        found["litellm (own venv)"] = done.stdout.strip() or "?"
+    return found
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "?"
+    with contextlib.suppress(OSError):
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":")[1].strip()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "memory": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit + (" + uncommitted changes" if dirty else ""),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="coe-bench-"))
+    h = Harness(args, workdir)
+    rate = args.rate
+    count = int(rate * args.duration)
+    coe = [str(Path(PYTHON).parent / "coe"), "serve"]
+    report: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [Path(PYTHON).name, "-m", "bench.run",
+                                                        *sys.argv[1:]]),
+        "machine": machine(),
+        "versions": versions(),
+        "pinned": h.pin,
+        "rate": rate,
+        "requests": count,
+        "warmup": args.warmup,
+        "load_before": os.getloadavg(),
+    }
+    print(f"workdir {workdir}; load {report['load_before']}", flush=True)
+    try:
+        upstream = h.start(
+            "upstream", [PYTHON, "-m", "bench.fake_upstream",
+                         *[a for s in UPSTREAMS for a in ("--endpoint", s)]], cpu=0,
+        )
+        for script in UPSTREAMS:
+            wait_port(int(script.split(",")[0].split("=")[1]), 10)
+        report["upstream_pid"] = upstream.pid
+
+        baselines: dict[str, Measured] = {}
+        print("direct baselines", flush=True)
+        for key, port in (("a", DIRECT_0), ("a50", DIRECT_50), ("a500", DIRECT_500)):
+            scenario = Scenario(key, DIRECT[key].title, None, (), target="direct")
+            n = count if key == "a" else max(200, count // 2)
+            baselines[key] = measure(h, scenario, rate, n, port=0, pid=None, upstream_port=port)
+
+        results: list[Measured] = []
+        gateway = start_gateway(h, "gateway", GATEWAY_PORT, coe)
+        print("scenarios", flush=True)
+        for scenario in SCENARIOS:
+            if scenario.target == "litellm":
+                results.append(run_litellm(h, scenario, rate, count))
+                continue
+            n = count if scenario.key != "e-all" else max(200, count // 2)
+            results.append(measure(h, scenario, rate, n, port=GATEWAY_PORT, pid=gateway.pid))
+        report["gateway_rss_mib_after_scenarios"] = rss_mib(gateway.pid)
+
+        peer: list[Measured] = []
+        if args.peer_rate:
+            # At 200/s LiteLLM saturates one core; compare again where it keeps up.
+            print(f"peer comparison at {args.peer_rate:.0f}/s", flush=True)
+            n = int(args.peer_rate * args.duration)
+            direct = Scenario("a", DIRECT["a"].title, None, (), target="direct")
+            peer.append(measure(h, direct, args.peer_rate, n, port=0, pid=None))
+            for key in ("b", "c"):
+                scenario = next(s for s in SCENARIOS if s.key == key)
+                if scenario.target == "litellm":
+                    peer.append(run_litellm(h, scenario, args.peer_rate, n))
+                else:
+                    peer.append(measure(h, scenario, args.peer_rate, n, port=GATEWAY_PORT,
+                                        pid=gateway.pid))
+
+        print("throughput sweep (d)", flush=True)
+        sweep: list[Measured] = []
+        ensemble = next(s for s in SCENARIOS if s.key == "d")
+        for step in args.sweep:
+            m = measure(h, ensemble, step, int(step * args.sweep_seconds),
+                        port=GATEWAY_PORT, pid=gateway.pid)
+            sweep.append(m)
+            p99 = overhead(m, baselines, "p99")
+            if (p99 is None or p99 > 10.0 or m.result["ok"] < m.result["sent"]
+                    or m.result["achieved_rate"] < 0.95 * step):
+                break
+        h.stop(gateway)
+
+        variants = []
+        for spec in args.variant:
+            name, _, extra = spec.partition("=")
+            print(f"variant {name}: {extra}", flush=True)
+            command = [PYTHON, "-m", "bench.serve_variant", *shlex.split(extra)]
+            process = start_gateway(h, f"variant-{name}", GATEWAY_PORT, command)
+            for key in args.variant_scenarios:
+                scenario = next(s for s in SCENARIOS if s.key == key)
+                m = measure(h, scenario, rate, count, port=GATEWAY_PORT, pid=process.pid)
+                m.extra["variant"] = name
+                variants.append(m)
+            h.stop(process)
+
+        memory: dict[str, Any] = {}
+        if args.memory_requests:
+            memory = run_memory(h, args, coe, sweep, baselines)
+        h.stop(upstream)
+        report["upstream_connections"] = accepted_connections(workdir / "upstream.log")
+        report["load_after"] = os.getloadavg()
+        report["baselines"] = {k: dump(m) for k, m in baselines.items()}
+        report["scenarios"] = [dump(m) for m in results]
+        report["sweep"] = [dump(m) for m in sweep]
+        report["variants"] = [dump(m) for m in variants]
+        report["memory"] = memory
+        report["peer"] = [dump(m) for m in peer]
+        report["_objects"] = (baselines, results, sweep, variants, peer)
+        return report
+    finally:
+        h.stop_all()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_litellm(h: Harness, scenario: Scenario, rate: float, count: int) -> Measured:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print("  c      skipped: bench/.venv-litellm has no litellm", flush=True)
+        return Measured(scenario, rate, {"skipped": "no bench/.venv-litellm", "sent": 0, "ok": 0,
+                                         "achieved_rate": 0.0})
+    config = h.workdir / "litellm.yaml"
+    config.write_text(LITELLM_CONFIG)
+    log_config = h.workdir / "litellm-logging.json"
+    log_config.write_bytes(orjson.dumps(LITELLM_LOG_CONFIG))
+    process = h.start(
+        "litellm",
+        [str(binary), "--config", str(config), "--host", HOST, "--port", str(LITELLM_PORT),
+         "--num_workers", "1", "--log_config", str(log_config)],
+        cpu=1,
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+             "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"},
+    )
+    try:
+        wait_http(f"http://{HOST}:{LITELLM_PORT}/health/liveliness", 120, process)
+        return measure(h, scenario, rate, count, port=LITELLM_PORT, pid=process.pid)
+    finally:
+        h.stop(process)
+
+
+def run_memory(h: Harness, args: argparse.Namespace, coe: list[str], sweep: list[Measured],
+               baselines: dict[str, Measured]) -> dict[str, Any]:
+    passing = [
+        m.rate for m in sweep
+        if (overhead(m, baselines, "p99") or 1e9) <= 10.0 and m.result["ok"] == m.result["sent"]
+    ]
+    rate = args.memory_rate or max(100.0, 0.8 * max(passing, default=args.rate))
+    print(f"memory: {args.memory_requests} requests on (d) at {rate:.0f}/s", flush=True)
+    gateway = start_gateway(h, "gateway-memory", GATEWAY_PORT, coe)
+    try:
+        body_route = "ensemble"
+        first = args.memory_requests // 10
+        rss0 = rss_mib(gateway.pid)
+        r1 = h.loadgen(GATEWAY_PORT, "/v1/chat/completions", body_route, rate, first, warmup=0)
+        rss1 = rss_mib(gateway.pid)
+        r2 = h.loadgen(GATEWAY_PORT, "/v1/chat/completions", body_route, rate,
+                       args.memory_requests - first, warmup=0)
+        rss2 = rss_mib(gateway.pid)
+    finally:
+        h.stop(gateway)
+    memory = {
+        "rate": rate, "rss_start_mib": rss0, "after_requests": [first, args.memory_requests],
+        "rss_mib": [rss1, rss2], "growth": rss2 / rss1 - 1.0,
+        "not_ok": (r1["sent"] - r1["ok"]) + (r2["sent"] - r2["ok"]),
+        "latency_ms_last": r2["latency_ms"],
+    }
+    print(f"  RSS {rss0:.1f} MiB at start, {rss1:.1f} after {first}, {rss2:.1f} after "
+          f"{args.memory_requests} ({memory['growth'] * 100:+.1f} %)", flush=True)
+    return memory
+
+
+def dump(m: Measured) -> dict[str, Any]:
+    return {"key": m.scenario.key, "title": m.scenario.title, "rate": m.rate, "cpu_s": m.cpu_s,
+            "load": m.load, **m.extra, "result": m.result}
+
+
+TABLE_HEAD = (
+    "| scenario | p50 ms | p90 ms | p99 ms | max ms | overhead p50 | overhead p99 | "
+    "achieved /s | not ok | CPU ms/req | load 1 min |"
+)
+TABLE_RULE = "|---|---|---|---|---|---|---|---|---|---|---|"
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    baselines, results, sweep, variants, peer = report["_objects"]
+    out = [BEGIN, "", f"## Latest run ({report['started']})", ""]
+    m = report["machine"]
+    out += [
+        f"- Machine: {m['cpu']}, {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}; "
+        f"commit {m['commit']}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        f"- Command: `{report['command']}`; load average before "
+        f"{'/'.join(f'{x:.2f}' for x in report['load_before'])}, after "
+        f"{'/'.join(f'{x:.2f}' for x in report['load_after'])} (1/5/15 min).",
+        f"- {report['requests']} requests per scenario at {report['rate']:.0f} requests/s "
+        f"(open loop) after {report['warmup']} warm-up requests; system under test "
+        + ("pinned to CPU 1, harness to CPU 0." if report["pinned"] else "not pinned."),
+        "",
+        "Latency is measured by the load generator (send to last byte). Overhead = latency − the "
+        "direct latency of the upstream calls the answer waited for, at the same quantile "
+        "(baselines below; (f) escalated requests wait for two calls in sequence). "
+        "CPU = the system under test's CPU time per request.",
+        "",
+        TABLE_HEAD,
+        TABLE_RULE,
+    ]
+    for b in baselines.values():
+        out.append(row(b, None, baselines))
+    for r in results:
+        out.append(row(r, overhead, baselines))
+        if r.scenario.split_every:
+            out.append(split_row(r, baselines))
+    out.append("")
+    litellm = next((r for r in results if r.scenario.key == "c"), None)
+    plain = next((r for r in results if r.scenario.key == "b"), None)
+    ensemble = next((r for r in results if r.scenario.key == "d"), None)
+    if litellm and plain and "latency_ms" in litellm.result:
+        for label, mine in (("(b)", plain), ("(d)", ensemble)):
+            if mine is None:
+                continue
+            parts = []
+            for q in ("p50", "p99"):
+                theirs = overhead(litellm, baselines, q)
+                ours = overhead(mine, baselines, q)
+                if theirs and ours is not None:
+                    parts.append(f"{q} {ours:.2f} / {theirs:.2f} ms = {ours / theirs:.2f}")
+            out.append(f"- Overhead {label} / LiteLLM (c): " + "; ".join(parts) + ".")
+    early = next((r for r in results if r.scenario.key == "e"), None)
+    if early and "latency_ms" in early.result:
+        fast = baselines["a50"].result["latency_ms"]["p50"]
+        mine = early.result["latency_ms"]["p50"]
+        out.append(f"- (e) early quorum p50 {mine:.2f} ms vs the fast pair's direct p50 "
+                   f"{fast:.2f} ms: {mine - fast:+.2f} ms.")
+    escalating = next((r for r in results if r.scenario.key == "f"), None)
+    if escalating and "latency_ms" in escalating.result:
+        out.append(f"- (f) escalated {escalating.result['escalated']} of "
+                   f"{escalating.result['sent']} requests.")
+    if peer:
+        at = {"a": peer[0]}
+        out += ["", f"### (b) and (c) again at {peer[0].rate:.0f} requests/s, where LiteLLM "
+                "keeps up", "", TABLE_HEAD, TABLE_RULE]
+        out += [row(m, overhead if m.scenario.target != "direct" else None, at) for m in peer]
+        mine, theirs = (next((m for m in peer if m.scenario.key == k), None) for k in ("b", "c"))
+        if mine and theirs and "latency_ms" in theirs.result:
+            parts = []
+            for q in ("p50", "p99"):
+                o_mine, o_theirs = overhead(mine, at, q), overhead(theirs, at, q)
+                if o_mine is not None and o_theirs:
+                    parts.append(f"{q} {o_mine:.2f} / {o_theirs:.2f} ms = {o_mine / o_theirs:.2f}")
+            out += ["", "- Overhead (b) / LiteLLM (c): " + "; ".join(parts) + "."]
+    out += ["", "### Throughput sweep, scenario (d)", "",
+            "| target /s | achieved /s | p50 ms | p99 ms | overhead p99 | not ok | CPU ms/req | "
+            "max send lag ms |", "|---|---|---|---|---|---|---|---|"]
+    for s in sweep:
+        lat = s.result.get("latency_ms", {})
+        out.append(
+            f"| {s.rate:.0f} | {s.result['achieved_rate']:.0f} | {fmt(lat.get('p50'))} | "
+            f"{fmt(lat.get('p99'))} | {fmt(overhead(s, baselines, 'p99'))} | "
+            f"{s.result['sent'] - s.result['ok']} | {cpu_per_request(s)} | "
+            f"{s.result['max_send_lag_ms']:.1f} |"
+        )
+    if variants:
+        out += ["", "### Variants (bench/serve_variant.py), same run", "",
+                "| variant | scenario | p50 ms | p99 ms | overhead p50 | overhead p99 | "
+                "CPU ms/req |", "|---|---|---|---|---|---|---|"]
+        for v in variants:
+            lat = v.result.get("latency_ms", {})
+            out.append(
+                f"| {v.extra['variant']} | {v.scenario.key} | {fmt(lat.get('p50'))} | "
+                f"{fmt(lat.get('p99'))} | {fmt(overhead(v, baselines, 'p50'))} | "
+                f"{fmt(overhead(v, baselines, 'p99'))} | {cpu_per_request(v)} |"
+            )
+    if report["upstream_connections"]:
+        counts = ", ".join(f"{k}: {v}" for k, v in report["upstream_connections"].items())
+        out += ["", "Connections the fake upstream accepted over the whole run, per port (the "
+                "gateway's pool reuses them; early quorum closes the slow call's, port 9113): "
+                + counts + "."]
+    memory = report["memory"]
+    if memory:
+        first, last = memory["after_requests"]
+        out += ["", "### Memory, scenario (d) on a fresh gateway", "",
+                f"RSS {memory['rss_start_mib']:.1f} MiB at start, {memory['rss_mib'][0]:.1f} MiB "
+                f"after {first:,} requests, {memory['rss_mib'][1]:.1f} MiB after {last:,} "
+                f"({memory['growth'] * 100:+.1f} %), at {memory['rate']:.0f} requests/s; "
+                f"{memory['not_ok']} not ok."]
+    out += ["", END]
+    return "\n".join(out)
+
+
+def cpu_per_request(m: Measured) -> str:
+    if m.cpu_s is None or not m.result.get("sent"):
+        return "—"
+    return f"{m.cpu_s / m.result['sent'] * 1000:.2f}"
+
+
+def row(m: Measured, over: Any, baselines: dict[str, Measured]) -> str:
+    lat = m.result.get("latency_ms", {})
+    if not lat:
+        missing = m.result.get("skipped", "no answers")
+        return f"| ({m.scenario.key}) {m.scenario.title} | {missing} |"
+    o50 = over(m, baselines, "p50") if over else None
+    o99 = over(m, baselines, "p99") if over else None
+    return (
+        f"| ({m.scenario.key}) {m.scenario.title} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
+        f"{lat['p99']:.2f} | {lat['max']:.2f} | {fmt(o50)} | {fmt(o99)} | "
+        f"{m.result['achieved_rate']:.0f} | {m.result['sent'] - m.result['ok']} | "
+        f"{cpu_per_request(m)} | {m.load[0]:.2f} |"
+    )
+
+
+def split_row(m: Measured, baselines: dict[str, Measured]) -> str:
+    parts = []
+    for label, part, waits in (("agreed half", "plain_ms", ("a",)),
+                               ("escalated half", "split_ms", ("a", "a"))):
+        lat = m.result.get(part, {})
+        if lat:
+            parts.append(
+                f"| ↳ {label} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
+                f"{lat['max']:.2f} | {fmt(overhead(m, baselines, 'p50', part, waits))} | "
+                f"{fmt(overhead(m, baselines, 'p99', part, waits))} | | | | |"
+            )
+    return "\n".join(parts)
+
+
+def write_results(text: str, path: Path) -> None:
+    previous = path.read_text() if path.exists() else "# Benchmark results\n\n" + BEGIN + "\n" + END
+    if BEGIN in previous and END in previous:
+        head, rest = previous.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        path.write_text(head + text + tail)
+    else:
+        path.write_text(previous.rstrip() + "\n\n" + text + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--sweep", type=lambda s: [float(x) for x in s.split(",")],
+                        default=[100, 150, 200, 250, 300, 400, 500, 700, 1000])
+    parser.add_argument("--sweep-seconds", type=float, default=8.0)
+    parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--memory-rate", type=float, default=0.0,
+                        help="default: 80 %% of the highest sweep rate under 10 ms p99 overhead")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME='serve_variant arguments'; runs --variant-scenarios again")
+    parser.add_argument("--variant-scenarios", type=lambda s: s.split(","), default=["b", "d"])
+    parser.add_argument("--peer-rate", type=float, default=50.0,
+                        help="also run (a), (b), (c) at this rate; 0: skip")
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--json", type=Path, default=BENCH / "out" / "results.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.sweep_seconds = 5.0, 100, 3.0
+        args.memory_requests = min(args.memory_requests, 5_000)
+    report = run(args)
+    write_results(render(report), args.out)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report.pop("_objects")
+    args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"wrote {args.out} and {args.json}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The benchmark harness's own parts answer and count as bench/run.py relies on (no timings)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+
+from bench.fake_upstream import FakeUpstream, parse_script
+from bench.loadgen import Generator, _parse_response, build_payloads, quantiles
+
+pytestmark = pytest.mark.anyio
+
+BODY = orjson.dumps({"model": "fake", "messages": [{"role": "user", "content": "Great film!"}]})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    port = free_port()
+    script = parse_script(f"port={port},answer=positive,split=neutral")
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(functools.partial(FakeUpstream, script), "127.0.0.1", port)
+    yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    server.close()
+    await server.wait_closed()
+
+
+def content(response: httpx.Response) -> str:
+    answer: str = response.json()["choices"][0]["message"]["content"]
+    return answer
+
+
+async def test_the_fake_upstream_answers_its_script(upstream: str) -> None:
+    split = orjson.dumps({"messages": [{"role": "user", "content": "Great film! #split"}]})
+    async with httpx.AsyncClient() as client:
+        plain = await client.post(upstream, content=BODY)
+        scripted = await client.post(upstream, content=split)
+    assert (content(plain), content(scripted)) == ("positive", "neutral")
+
+
+async def test_the_load_generator_counts_every_answer(upstream: str) -> None:
+    generator = Generator(
+        "127.0.0.1", int(upstream.split(":")[2].split("/")[0]),
+        build_payloads(upstream, BODY, []), split_every=2,
+    )
+    try:
+        await generator.run(500.0, 20, record=True)
+    finally:
+        generator.close()
+    stats = generator.stats
+    assert stats.statuses == {200: 20}
+    assert (len(stats.latencies), len(stats.split_latencies), stats.failures) == (10, 10, 0)
+
+
+def test_a_chunked_response_is_read_whole() -> None:
+    raw = bytearray(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\nX'
+    )
+    assert _parse_response(raw) == (200, b'{"a":1}', len(raw) - 1)
+    assert _parse_response(raw[:30]) is None
+
+
+def test_quantiles_are_nearest_rank_in_milliseconds() -> None:
+    result = quantiles([i / 1000 for i in range(1, 101)])
+    assert (result["p50"], result["p90"], result["p99"], result["max"]) == pytest.approx(
+        (50.0, 90.0, 99.0, 100.0)
+    )
