@@ -51,7 +51,6 @@ class ServerConfig(_Model):
     # the operator says, here, that the network in front of it does the authenticating.
     allow_unauthenticated_public_bind: bool = False
     max_body_bytes: int = Field(default=1_048_576, gt=0)
-    request_timeout_s: float = Field(default=60.0, gt=0)
     # On SIGTERM: how long in-flight requests may take to finish before they are cancelled. Above
     # the longest route deadline_s, every request ends on its own (a 504 is recorded; a cancelled
     # request's calls are not).
