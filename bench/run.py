@@ -66,7 +66,7 @@ UPSTREAMS = [
     "port=9123,answer=negative",
     "port=9124,answer=positive",  # … and tier 1 answers
 ]
-GATEWAY_PORT, LITELLM_PORT = 8300, 8400
+GATEWAY_PORT, LITELLM_PORT, FLOOR_PORT = 8300, 8400, 8310
 
 
 def gateway_config(port: int, ledger_dir: Path) -> str:
@@ -125,7 +125,7 @@ class Scenario:
     route: str | None  # None: straight to the upstream
     waits_for: tuple[str, ...]  # the direct baselines the answer waits for, in sequence
     split_every: int = 0
-    target: str = "gateway"  # gateway | litellm | direct
+    target: str = "gateway"  # gateway | litellm | direct | floor-proxy | floor-answer
 
 
 @dataclass(slots=True)
@@ -135,6 +135,7 @@ class Measured:
     result: dict[str, Any]
     cpu_s: float | None = None
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    steal: float | None = None  # share of the machine's CPU time the hypervisor took, in %
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,6 +147,10 @@ DIRECT = {
 SCENARIOS = [
     Scenario("b", "gateway, 1 endpoint", "plain", ("a",)),
     Scenario("c", "LiteLLM proxy, 1 endpoint", "plain", ("a",), target="litellm"),
+    Scenario("b-floor", "floor: bare uvicorn + aiohttp proxy, no gateway logic", "plain", ("a",),
+             target="floor-proxy"),
+    Scenario("b-answer", "floor: bare uvicorn app, fixed answer, no upstream", "plain", (),
+             target="floor-answer"),
     Scenario("d", "gateway, 3 endpoints, θ=2/3, agreeing", "ensemble", ("a",)),
     Scenario("e", "gateway, 50/50/500 ms, early quorum", "slow-quorum", ("a50",)),
     Scenario("e-all", "gateway, 50/50/500 ms, wait_for_all", "slow-all", ("a500",)),
@@ -246,6 +251,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stolen_jiffies() -> tuple[int, int]:
+    """The machine's (steal, total) CPU jiffies so far: on a shared VM the hypervisor's share
+    explains figures that moved without a change to the code."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    steal = fields[7] if len(fields) > 7 else 0
+    # guest and guest_nice (fields 8 and 9) are already counted in user and nice.
+    return steal, sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int]) -> float | None:
+    steal, total = stolen_jiffies()
+    elapsed = total - before[1]
+    return 100.0 * (steal - before[0]) / elapsed if elapsed > 0 else None
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -268,6 +288,7 @@ def measure(
     port: int, pid: int | None, upstream_port: int = DIRECT_0,
 ) -> Measured:
     load = os.getloadavg()
+    stolen_before = stolen_jiffies()
     before = cpu_seconds(pid) if pid else None
     if scenario.target == "direct":
         result = h.loadgen(upstream_port, "/v1/chat/completions", "fake", rate, requests,
@@ -276,7 +297,7 @@ def measure(
         result = h.loadgen(port, "/v1/chat/completions", scenario.route or "", rate, requests,
                            warmup=h.args.warmup, split_every=scenario.split_every)
     cpu = cpu_seconds(pid) - before if pid and before is not None else None
-    measured = Measured(scenario, rate, result, cpu, load)
+    measured = Measured(scenario, rate, result, cpu, load, steal_percent(stolen_before))
     print(f"  {scenario.key:6} {rate:6.0f}/s  {summary_line(measured)}; CPU/req "
           f"{cpu_per_request(measured)} ms", flush=True)
     return measured
@@ -384,6 +405,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if scenario.target == "litellm":
                 results.append(run_litellm(h, scenario, rate, count))
                 continue
+            if scenario.target.startswith("floor-"):
+                results.append(run_floor(h, scenario, rate, count))
+                continue
             n = count if scenario.key != "e-all" else max(200, count // 2)
             results.append(measure(h, scenario, rate, n, port=GATEWAY_PORT, pid=gateway.pid))
         report["gateway_rss_mib_after_scenarios"] = rss_mib(gateway.pid)
@@ -395,10 +419,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             n = int(args.peer_rate * args.duration)
             direct = Scenario("a", DIRECT["a"].title, None, (), target="direct")
             peer.append(measure(h, direct, args.peer_rate, n, port=0, pid=None))
-            for key in ("b", "c"):
+            for key in ("b", "c", "b-floor"):
                 scenario = next(s for s in SCENARIOS if s.key == key)
                 if scenario.target == "litellm":
                     peer.append(run_litellm(h, scenario, args.peer_rate, n))
+                elif scenario.target.startswith("floor-"):
+                    peer.append(run_floor(h, scenario, args.peer_rate, n))
                 else:
                     peer.append(measure(h, scenario, args.peer_rate, n, port=GATEWAY_PORT,
                                         pid=gateway.pid))
@@ -474,6 +500,21 @@ def run_litellm(h: Harness, scenario: Scenario, rate: float, count: int) -> Meas
         h.stop(process)
 
 
+def run_floor(h: Harness, scenario: Scenario, rate: float, count: int) -> Measured:
+    mode = scenario.target.removeprefix("floor-")
+    process = h.start(
+        f"floor-{mode}",
+        [PYTHON, "-m", "bench.floor_app", "--port", str(FLOOR_PORT), "--mode", mode,
+         "--upstream", f"http://{HOST}:{DIRECT_0}/v1"],
+        cpu=1,
+    )
+    try:
+        wait_http(f"http://{HOST}:{FLOOR_PORT}/healthz", 30, process)
+        return measure(h, scenario, rate, count, port=FLOOR_PORT, pid=process.pid)
+    finally:
+        h.stop(process)
+
+
 def run_memory(h: Harness, args: argparse.Namespace, coe: list[str], sweep: list[Measured],
                baselines: dict[str, Measured]) -> dict[str, Any]:
     passing = [
@@ -507,14 +548,14 @@ def run_memory(h: Harness, args: argparse.Namespace, coe: list[str], sweep: list
 
 def dump(m: Measured) -> dict[str, Any]:
     return {"key": m.scenario.key, "title": m.scenario.title, "rate": m.rate, "cpu_s": m.cpu_s,
-            "load": m.load, **m.extra, "result": m.result}
+            "load": m.load, "steal_percent": m.steal, **m.extra, "result": m.result}
 
 
 TABLE_HEAD = (
     "| scenario | p50 ms | p90 ms | p99 ms | max ms | overhead p50 | overhead p99 | "
-    "achieved /s | not ok | CPU ms/req | load 1 min |"
+    "achieved /s | not ok | CPU ms/req | load 1 min | steal % |"
 )
-TABLE_RULE = "|---|---|---|---|---|---|---|---|---|---|---|"
+TABLE_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -539,7 +580,9 @@ def render(report: dict[str, Any]) -> str:
         "Latency is measured by the load generator (send to last byte). Overhead = latency − the "
         "direct latency of the upstream calls the answer waited for, at the same quantile "
         "(baselines below; (f) escalated requests wait for two calls in sequence). "
-        "CPU = the system under test's CPU time per request.",
+        "CPU = the system under test's CPU time per request. Steal = the share of the machine's "
+        "CPU time the hypervisor gave to other guests during the scenario (/proc/stat): where it "
+        "is high, every figure of that row is inflated.",
         "",
         TABLE_HEAD,
         TABLE_RULE,
@@ -565,6 +608,16 @@ def render(report: dict[str, Any]) -> str:
                 if theirs and ours is not None:
                     parts.append(f"{q} {ours:.2f} / {theirs:.2f} ms = {ours / theirs:.2f}")
             out.append(f"- Overhead {label} / LiteLLM (c): " + "; ".join(parts) + ".")
+    floor = next((r for r in results if r.scenario.key == "b-floor"), None)
+    if floor and plain and "latency_ms" in floor.result:
+        parts = []
+        for q in ("p50", "p99"):
+            ours, bare = overhead(plain, baselines, q), overhead(floor, baselines, q)
+            if ours is not None and bare is not None:
+                parts.append(f"{q} {ours:.2f} vs {bare:.2f} ms")
+        cpu_ours, cpu_bare = cpu_per_request(plain), cpu_per_request(floor)
+        out.append("- Overhead (b) vs the bare uvicorn + aiohttp floor: " + "; ".join(parts)
+                   + f"; CPU {cpu_ours} vs {cpu_bare} ms/request.")
     early = next((r for r in results if r.scenario.key == "e"), None)
     if early and "latency_ms" in early.result:
         fast = baselines["a50"].result["latency_ms"]["p50"]
@@ -577,8 +630,8 @@ def render(report: dict[str, Any]) -> str:
                    f"{escalating.result['sent']} requests.")
     if peer:
         at = {"a": peer[0]}
-        out += ["", f"### (b) and (c) again at {peer[0].rate:.0f} requests/s, where LiteLLM "
-                "keeps up", "", TABLE_HEAD, TABLE_RULE]
+        out += ["", f"### (b), (c) and the floor again at {peer[0].rate:.0f} requests/s, where "
+                "LiteLLM keeps up", "", TABLE_HEAD, TABLE_RULE]
         out += [row(m, overhead if m.scenario.target != "direct" else None, at) for m in peer]
         mine, theirs = (next((m for m in peer if m.scenario.key == k), None) for k in ("b", "c"))
         if mine and theirs and "latency_ms" in theirs.result:
@@ -590,25 +643,26 @@ def render(report: dict[str, Any]) -> str:
             out += ["", "- Overhead (b) / LiteLLM (c): " + "; ".join(parts) + "."]
     out += ["", "### Throughput sweep, scenario (d)", "",
             "| target /s | achieved /s | p50 ms | p99 ms | overhead p99 | not ok | CPU ms/req | "
-            "max send lag ms |", "|---|---|---|---|---|---|---|---|"]
+            "max send lag ms | steal % |", "|---|---|---|---|---|---|---|---|---|"]
     for s in sweep:
         lat = s.result.get("latency_ms", {})
         out.append(
             f"| {s.rate:.0f} | {s.result['achieved_rate']:.0f} | {fmt(lat.get('p50'))} | "
             f"{fmt(lat.get('p99'))} | {fmt(overhead(s, baselines, 'p99'))} | "
             f"{s.result['sent'] - s.result['ok']} | {cpu_per_request(s)} | "
-            f"{s.result['max_send_lag_ms']:.1f} |"
+            f"{s.result['max_send_lag_ms']:.1f} | {fmt(s.steal, 0)} |"
         )
     if variants:
         out += ["", "### Variants (bench/serve_variant.py), same run", "",
                 "| variant | scenario | p50 ms | p99 ms | overhead p50 | overhead p99 | "
-                "CPU ms/req |", "|---|---|---|---|---|---|---|"]
+                "CPU ms/req | steal % |", "|---|---|---|---|---|---|---|---|"]
         for v in variants:
             lat = v.result.get("latency_ms", {})
             out.append(
                 f"| {v.extra['variant']} | {v.scenario.key} | {fmt(lat.get('p50'))} | "
                 f"{fmt(lat.get('p99'))} | {fmt(overhead(v, baselines, 'p50'))} | "
-                f"{fmt(overhead(v, baselines, 'p99'))} | {cpu_per_request(v)} |"
+                f"{fmt(overhead(v, baselines, 'p99'))} | {cpu_per_request(v)} | "
+                f"{fmt(v.steal, 0)} |"
             )
     if report["upstream_connections"]:
         counts = ", ".join(f"{k}: {v}" for k, v in report["upstream_connections"].items())
@@ -644,7 +698,7 @@ def row(m: Measured, over: Any, baselines: dict[str, Measured]) -> str:
         f"| ({m.scenario.key}) {m.scenario.title} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
         f"{lat['p99']:.2f} | {lat['max']:.2f} | {fmt(o50)} | {fmt(o99)} | "
         f"{m.result['achieved_rate']:.0f} | {m.result['sent'] - m.result['ok']} | "
-        f"{cpu_per_request(m)} | {m.load[0]:.2f} |"
+        f"{cpu_per_request(m)} | {m.load[0]:.2f} | {fmt(m.steal, 0)} |"
     )
 
 

@@ -2,12 +2,14 @@
 
     python -m bench.serve_variant --config FILE [--transport httpx|aiohttp|aiohttp-via-client]
         [--sqlite-synchronous full|normal] [--loop uvloop|asyncio] [--http httptools|h11]
+        [--metrics cached|labels]
 
 Only for measuring: it builds the same app as ``coe serve`` (``create_app``, the same HTTP
 protocol class) and changes one thing at a time, so a figure can say what one choice is worth.
 ``--sqlite-synchronous normal`` swaps the ledger's SQLite connection pragma (WAL with
 ``synchronous=NORMAL`` commits without an fsync; a power cut may lose the last commits, a crash
-of the process does not).
+of the process does not). ``--metrics labels`` looks every labelled metric up through
+prometheus-client's ``labels`` on each observation, as before ``gateway.metrics`` kept them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import uvicorn
 
+from gateway import metrics
 from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.ledger import _sqlite
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio", "auto"], default="auto")
     parser.add_argument("--http", choices=["serve", "httptools", "h11"], default="serve",
                         help="serve: the protocol `coe serve` uses")
+    parser.add_argument("--metrics", choices=["cached", "labels"], default="cached")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() before serving: start-up objects leave the collector")
     parser.add_argument("--gc-threshold", type=int, default=0,
@@ -57,6 +61,8 @@ def main() -> None:
     settings = load_settings(args.config)
     if args.sqlite_synchronous == "normal":
         _sqlite._connect = _connect_normal
+    if args.metrics == "labels":
+        metrics._Children.__call__ = _labels_every_time  # type: ignore[method-assign]
     transport: httpx.AsyncBaseTransport | None = None
     if args.transport == "aiohttp":
         transport = make_aiohttp_transport()
@@ -79,6 +85,10 @@ def main() -> None:
         loop=args.loop,
         http=_protocol(args.http),
     )
+
+
+def _labels_every_time(self: metrics._Children[Any], *values: str) -> Any:
+    return self._metric.labels(*values)
 
 
 class _ViaClientLayer(httpx.AsyncBaseTransport):

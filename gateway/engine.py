@@ -135,7 +135,10 @@ class CascadeEngine:
                         else:
                             decision = decide(ballot.votes, pending, size, plan.threshold)
                         if decision.action != "wait" and not plan.route.wait_for_all:
-                            group.cancel_scope.cancel()
+                            # With every call back there is nothing to stop, and anyio's cancel
+                            # formats the task's repr for its message: skip it.
+                            if pending:
+                                group.cancel_scope.cancel()
                             break
         finally:
             # Runs on the deadline's cancellation too: every call made is kept for the ledger.

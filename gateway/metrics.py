@@ -7,10 +7,11 @@ in US dollars, as Prometheus naming asks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from gateway.outcome import RequestOutcome
@@ -22,6 +23,29 @@ BREAKER_STATES = ("closed", "open", "half_open")
 # From a local vote in milliseconds to a cascade that reaches a slow top tier.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class _Children(Generic[M]):
+    """A labelled metric's children, kept by label values.
+
+    prometheus-client's ``labels`` validates its arguments and takes a lock on every call: with
+    eight to twenty calls per request it was the largest part of the app's own CPU per request
+    (bench/RESULTS.md). Label values are bounded sets, so the cache is too.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -79,23 +103,28 @@ class Metrics:
             ["endpoint", "state"],
             registry=self.registry,
         )
+        self._requests = _Children(self.requests)
+        self._request_seconds = _Children(self.request_seconds)
+        self._calls = _Children(self.calls)
+        self._call_seconds = _Children(self.call_seconds)
+        self._cost = _Children(self.cost)
+        self._tokens = _Children(self.tokens)
+        self._counterfactual = _Children(self.counterfactual)
 
     def observe(self, outcome: RequestOutcome) -> None:
         """Count one finished request and every upstream call it made."""
-        self.requests.labels(
-            outcome.route, str(outcome.tier), outcome.decision, outcome.status
-        ).inc()
-        self.request_seconds.labels(outcome.route).observe(outcome.latency_ms / 1000)
-        self.counterfactual.labels(outcome.tenant, outcome.route).inc(outcome.counterfactual_usd)
+        self._requests(outcome.route, str(outcome.tier), outcome.decision, outcome.status).inc()
+        self._request_seconds(outcome.route).observe(outcome.latency_ms / 1000)
+        self._counterfactual(outcome.tenant, outcome.route).inc(outcome.counterfactual_usd)
         for call in outcome.calls:
-            self.calls.labels(call.endpoint, call.status).inc()
+            self._calls(call.endpoint, call.status).inc()
             if call.status != "cancelled":
-                self.call_seconds.labels(call.endpoint).observe(call.latency_ms / 1000)
-            self.cost.labels(outcome.tenant, call.endpoint).inc(call.cost_usd)
+                self._call_seconds(call.endpoint).observe(call.latency_ms / 1000)
+            self._cost(outcome.tenant, call.endpoint).inc(call.cost_usd)
             if call.tokens_in:
-                self.tokens.labels(outcome.tenant, call.endpoint, "in").inc(call.tokens_in)
+                self._tokens(outcome.tenant, call.endpoint, "in").inc(call.tokens_in)
             if call.tokens_out:
-                self.tokens.labels(outcome.tenant, call.endpoint, "out").inc(call.tokens_out)
+                self._tokens(outcome.tenant, call.endpoint, "out").inc(call.tokens_out)
 
     def set_breaker_state(self, endpoint: str, state: str) -> None:
         """Record an endpoint's breaker state (``closed``, ``open`` or ``half_open``)."""

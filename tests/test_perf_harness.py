@@ -7,11 +7,13 @@ import functools
 import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 import orjson
 import pytest
 
 from bench.fake_upstream import FakeUpstream, parse_script
+from bench.floor_app import ANSWER, FloorApp
 from bench.loadgen import Generator, _parse_response, build_payloads, quantiles
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +80,21 @@ def test_quantiles_are_nearest_rank_in_milliseconds() -> None:
     assert (result["p50"], result["p90"], result["p99"], result["max"]) == pytest.approx(
         (50.0, 90.0, 99.0, 100.0)
     )
+
+
+async def test_the_floor_proxy_returns_the_upstreams_answer(upstream: str) -> None:
+    app = FloorApp("proxy", upstream.removesuffix("/chat/completions"))
+    app.session = aiohttp.ClientSession()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+            response = await client.post("http://floor/v1/chat/completions", content=BODY)
+    finally:
+        await app.session.close()
+    assert content(response) == "positive"
+
+
+async def test_the_floor_answer_mode_makes_no_upstream_call() -> None:
+    app = FloorApp("answer", "http://127.0.0.1:9/v1")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        response = await client.post("http://floor/v1/chat/completions", content=BODY)
+    assert response.content == ANSWER
