@@ -363,6 +363,31 @@ def machine() -> dict[str, str]:
     }
 
 
+def start_upstream(h: Harness) -> subprocess.Popen[bytes]:
+    upstream = h.start(
+        "upstream", [PYTHON, "-m", "bench.fake_upstream",
+                     *[a for s in UPSTREAMS for a in ("--endpoint", s)]], cpu=0,
+    )
+    for script in UPSTREAMS:
+        wait_port(int(script.split(",")[0].split("=")[1]), 10)
+    return upstream
+
+
+def run_memory_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The memory check alone, at ``--memory-rate``: what a run's block does not rewrite."""
+    workdir = Path(tempfile.mkdtemp(prefix="coe-bench-"))
+    h = Harness(args, workdir)
+    try:
+        start_upstream(h)
+        stolen = stolen_jiffies()
+        memory = run_memory(h, args, [str(Path(PYTHON).parent / "coe"), "serve"], [], {})
+        memory["steal_percent"] = steal_percent(stolen)
+        return memory
+    finally:
+        h.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="coe-bench-"))
     h = Harness(args, workdir)
@@ -383,12 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"workdir {workdir}; load {report['load_before']}", flush=True)
     try:
-        upstream = h.start(
-            "upstream", [PYTHON, "-m", "bench.fake_upstream",
-                         *[a for s in UPSTREAMS for a in ("--endpoint", s)]], cpu=0,
-        )
-        for script in UPSTREAMS:
-            wait_port(int(script.split(",")[0].split("=")[1]), 10)
+        upstream = start_upstream(h)
         report["upstream_pid"] = upstream.pid
 
         baselines: dict[str, Measured] = {}
@@ -747,7 +767,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, default=BENCH / "out" / "results.json")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory check (needs --memory-rate); prints its JSON")
     args = parser.parse_args()
+    if args.memory_only:
+        if not args.memory_rate:
+            parser.error("--memory-only needs --memory-rate")
+        print(orjson.dumps(run_memory_only(args)).decode(), flush=True)
+        return
     if args.quick:
         args.duration, args.warmup, args.sweep_seconds = 5.0, 100, 3.0
         args.memory_requests = min(args.memory_requests, 5_000)
