@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 LITELLM_VENV = BENCH / ".venv-litellm"
+COE_SERVE = [str(Path(PYTHON).parent / "coe"), "serve"]
 RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- bench/run.py: begin -->", "<!-- bench/run.py: end -->"
 PROMPT = "Great film, I would watch it again!"
@@ -380,7 +381,7 @@ def run_memory_only(args: argparse.Namespace) -> dict[str, Any]:
     try:
         start_upstream(h)
         stolen = stolen_jiffies()
-        memory = run_memory(h, args, [str(Path(PYTHON).parent / "coe"), "serve"], [], {})
+        memory = run_memory(h, args, [], {})
         memory["steal_percent"] = steal_percent(stolen)
         return memory
     finally:
@@ -393,7 +394,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     h = Harness(args, workdir)
     rate = args.rate
     count = int(rate * args.duration)
-    coe = [str(Path(PYTHON).parent / "coe"), "serve"]
     report: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [Path(PYTHON).name, "-m", "bench.run",
@@ -419,17 +419,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baselines[key] = measure(h, scenario, rate, n, port=0, pid=None, upstream_port=port)
 
         results: list[Measured] = []
-        gateway = start_gateway(h, "gateway", GATEWAY_PORT, coe)
+        gateway = start_gateway(h, "gateway", GATEWAY_PORT, COE_SERVE)
         print("scenarios", flush=True)
         for scenario in SCENARIOS:
-            if scenario.target == "litellm":
-                results.append(run_litellm(h, scenario, rate, count))
-                continue
-            if scenario.target.startswith("floor-"):
-                results.append(run_floor(h, scenario, rate, count))
-                continue
             n = count if scenario.key != "e-all" else max(200, count // 2)
-            results.append(measure(h, scenario, rate, n, port=GATEWAY_PORT, pid=gateway.pid))
+            results.append(run_scenario(h, scenario, rate, n, gateway))
         report["gateway_rss_mib_after_scenarios"] = rss_mib(gateway.pid)
 
         peer: list[Measured] = []
@@ -441,13 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             peer.append(measure(h, direct, args.peer_rate, n, port=0, pid=None))
             for key in ("b", "c", "b-floor"):
                 scenario = next(s for s in SCENARIOS if s.key == key)
-                if scenario.target == "litellm":
-                    peer.append(run_litellm(h, scenario, args.peer_rate, n))
-                elif scenario.target.startswith("floor-"):
-                    peer.append(run_floor(h, scenario, args.peer_rate, n))
-                else:
-                    peer.append(measure(h, scenario, args.peer_rate, n, port=GATEWAY_PORT,
-                                        pid=gateway.pid))
+                peer.append(run_scenario(h, scenario, args.peer_rate, n, gateway))
 
         print("throughput sweep (d)", flush=True)
         sweep: list[Measured] = []
@@ -477,7 +465,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         memory: dict[str, Any] = {}
         if args.memory_requests:
-            memory = run_memory(h, args, coe, sweep, baselines)
+            memory = run_memory(h, args, sweep, baselines)
         h.stop(upstream)
         report["upstream_connections"] = accepted_connections(workdir / "upstream.log")
         report["load_after"] = os.getloadavg()
@@ -493,6 +481,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         h.stop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_scenario(h: Harness, scenario: Scenario, rate: float, count: int,
+                 gateway: subprocess.Popen[bytes]) -> Measured:
+    """``count`` requests of ``scenario`` at ``rate`` on its system under test: the running
+    gateway, or LiteLLM or the floor, each started for the scenario and stopped after it."""
+    if scenario.target == "litellm":
+        return run_litellm(h, scenario, rate, count)
+    if scenario.target.startswith("floor-"):
+        return run_floor(h, scenario, rate, count)
+    return measure(h, scenario, rate, count, port=GATEWAY_PORT, pid=gateway.pid)
 
 
 def run_litellm(h: Harness, scenario: Scenario, rate: float, count: int) -> Measured:
@@ -535,7 +534,7 @@ def run_floor(h: Harness, scenario: Scenario, rate: float, count: int) -> Measur
         h.stop(process)
 
 
-def run_memory(h: Harness, args: argparse.Namespace, coe: list[str], sweep: list[Measured],
+def run_memory(h: Harness, args: argparse.Namespace, sweep: list[Measured],
                baselines: dict[str, Measured]) -> dict[str, Any]:
     passing = [
         m.rate for m in sweep
@@ -543,7 +542,7 @@ def run_memory(h: Harness, args: argparse.Namespace, coe: list[str], sweep: list
     ]
     rate = args.memory_rate or max(100.0, 0.8 * max(passing, default=args.rate))
     print(f"memory: {args.memory_requests} requests on (d) at {rate:.0f}/s", flush=True)
-    gateway = start_gateway(h, "gateway-memory", GATEWAY_PORT, coe)
+    gateway = start_gateway(h, "gateway-memory", GATEWAY_PORT, COE_SERVE)
     try:
         body_route = "ensemble"
         first = args.memory_requests // 10

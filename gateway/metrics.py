@@ -31,8 +31,8 @@ class _Children(Generic[M]):
     """A labelled metric's children, kept by label values.
 
     prometheus-client's ``labels`` validates its arguments and takes a lock on every call: with
-    eight to twenty calls per request it was the largest part of the app's own CPU per request
-    (bench/RESULTS.md). Label values are bounded sets, so the cache is too.
+    eight to twenty calls per request it was the largest self-time item of the app around the
+    engine (bench/RESULTS.md). Label values are bounded sets, so the cache is too.
     """
 
     __slots__ = ("_children", "_metric")
