@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY providers ./providers
 COPY policies ./policies
+COPY coe_client ./coe_client
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl \
  && /opt/venv/bin/coe --help > /dev/null

@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 
 from gateway import metrics
-from gateway.app import create_app
+from gateway.api import create_app
 from gateway.config import load_settings
 from gateway.ledger import _sqlite
 from gateway.logs import configure_logging
@@ -107,9 +107,9 @@ class _ViaClientLayer(httpx.AsyncBaseTransport):
 def _protocol(name: str) -> Any:
     if name != "serve":
         return name
-    from gateway.commands import serve
+    from gateway.serve import BoundedHttpToolsProtocol
 
-    return getattr(serve, "BoundedHttpToolsProtocol", "auto")
+    return BoundedHttpToolsProtocol
 
 
 if __name__ == "__main__":

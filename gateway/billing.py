@@ -117,7 +117,7 @@ class Biller:
 
 
 def _prompt_tokens(call: CallRecord) -> int:
-    chars = int(call.extra.get("prompt_chars", 0))
+    chars = call.prompt_chars
     # The estimate depends on the text's length only, and the engine passes just the length.
     return estimate_tokens(" " * chars)
 

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from gateway.errors import CoEError
+from providers.errors import ProviderError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except CoEError as exc:
+    except (CoEError, ProviderError) as exc:
         print(f"coe: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

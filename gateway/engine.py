@@ -9,7 +9,6 @@ recorded as ``cancelled``. The last reachable tier answers with its plurality.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,11 @@ from policies.confidence import answer_probability, decide_confidence
 from policies.gpu_share import GpuShareMeter
 from policies.vote import Ballot, CastVote, Decision, decide, plurality
 from providers.base import CallRecord, CallRequest, Provider
+from providers.prompting import prompt_chars
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from anyio.abc import ObjectSendStream
 
     from gateway.plan import CascadePlan
@@ -71,13 +73,13 @@ class CascadeEngine:
             logprobs=plan.policy == "confidence",
             request_id=request_id,
         )
-        prompt_chars = sum(_content_chars(m) for m in messages)
+        chars = prompt_chars(messages)
         started = time.perf_counter()
         tiers = plan.tiers
         with anyio.move_on_after(route.deadline_s) as deadline:
             for index, tier in enumerate(tiers):
                 outcome.tier = index
-                result = await self._run_tier(plan, index, tier, call, prompt_chars, outcome)
+                result = await self._run_tier(plan, index, tier, call, chars, outcome)
                 outcome.votes = result.votes
                 outcome.agreement = result.decision.agreement
                 if result.decision.action == "accept":
@@ -101,7 +103,7 @@ class CascadeEngine:
         index: int,
         tier: tuple[str, ...],
         call: CallRequest,
-        prompt_chars: int,
+        chars: int,
         outcome: RequestOutcome,
     ) -> _TierResult:
         size = len(tier)
@@ -149,7 +151,7 @@ class CascadeEngine:
                 elif cast[slot] is None:
                     # Finished after the decision: it did not vote, but its answer is on record.
                     _judge(record, plan)
-                record.extra["prompt_chars"] = prompt_chars
+                record.prompt_chars = chars
                 outcome.calls.append(record)
         # Cancelled calls did not vote; keep the configured order for the tie-break.
         ordered = [c if c is not None else CastVote(label=None, mean_logprob=None) for c in cast]
@@ -205,11 +207,3 @@ def _judge(record: CallRecord, plan: CascadePlan) -> None:
     record.answer = normalise(record.text, plan.spec)
     if record.answer is None:
         record.status = "unparsable"
-
-def _content_chars(message: Mapping[str, Any]) -> int:
-    content = message.get("content")
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return 0

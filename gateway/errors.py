@@ -1,4 +1,4 @@
-"""The gateway's exceptions; each maps to one HTTP status, once, in ``gateway.app``.
+"""The gateway's exceptions; each maps to one HTTP status, once, in ``gateway.api``.
 
 CoEError
 ├── ConfigError               the config file is wrong; the gateway does not start

@@ -4,6 +4,7 @@ agreement vote, the confidence baseline, pricing and GPU-time shares. No I/O, no
 from policies.answers import AnswerSpec, Task, normalise
 from policies.confidence import answer_probability, decide_confidence
 from policies.gpu_share import GpuShareMeter, ShareTicket
+from policies.logprobs import TokenLogprob, mean_logprob
 from policies.pricing import Cost, Price, blended_hourly_usd, estimate_tokens, price_call
 from policies.threshold import parse_threshold, reaches
 from policies.vote import Ballot, CastVote, Decision, decide, plurality, token_f1
@@ -18,11 +19,13 @@ __all__ = [
     "Price",
     "ShareTicket",
     "Task",
+    "TokenLogprob",
     "answer_probability",
     "blended_hourly_usd",
     "decide",
     "decide_confidence",
     "estimate_tokens",
+    "mean_logprob",
     "normalise",
     "parse_threshold",
     "plurality",

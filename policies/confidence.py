@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from policies.answers import AnswerSpec
-    from providers.base import TokenLogprob
+    from policies.logprobs import TokenLogprob
 
 
 def answer_probability(

@@ -8,20 +8,17 @@ votes for nothing. Only cancellation propagates.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from policies.logprobs import TokenLogprob, mean_logprob
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+__all__ = ["CallRecord", "CallRequest", "CallStatus", "Provider", "TokenLogprob"]
+
 CallStatus = Literal["ok", "error", "timeout", "cancelled", "unparsable"]
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +47,20 @@ class CallRecord:
     error: str | None = None
     attempts: int = 1
     upstream_request_id: str | None = None
+    # The upstream's HTTP status, when an HTTP answer came back (the breaker reads it).
+    http_status: int | None = None
     # Filled by the engine and billing after the call returns.
     tier: int = 0
     answer: str | None = None
     gpu_seconds: float = 0.0
     cost_usd: float = 0.0
     cost_estimated: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Characters of the client's messages: billing estimates tokens from them without usage.
+    prompt_chars: int = 0
 
     @property
     def mean_logprob(self) -> float | None:
-        if not self.logprobs:
-            return None
-        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
+        return mean_logprob(self.logprobs)
 
 
 class Provider(ABC):

@@ -54,8 +54,8 @@ def verdict(record: CallRecord) -> Verdict:
         return "neutral"
     if record.status == "timeout":
         return "failure"
-    http_status = record.extra.get("http_status")
-    if isinstance(http_status, int) and 400 <= http_status < 500:
+    http_status = record.http_status
+    if http_status is not None and 400 <= http_status < 500:
         return "failure" if http_status in _ENDPOINT_4XX else "success"
     return "failure"
 

@@ -1,6 +1,7 @@
 """Two cheap, real sentiment classifiers for ``kind = "python"`` endpoints.
 
-Both run offline with no model download; each is imported on first use and loaded once.
+Both run offline with no model download; each is imported on first use and loaded once. Their
+packages come with the ``classifiers`` extra (``pip install 'coe-gateway[classifiers]'``).
 ``function = "providers.classifiers:vader_sentiment"`` (or ``textblob_sentiment``).
 """
 
@@ -35,9 +36,12 @@ def textblob_sentiment(text: str) -> Sentiment:
 
 @cache
 def _vader() -> Callable[[str], float]:
-    from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]
-        SentimentIntensityAnalyzer,
-    )
+    try:
+        from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]
+            SentimentIntensityAnalyzer,
+        )
+    except ModuleNotFoundError as exc:
+        raise _missing(exc) from None
 
     analyzer = SentimentIntensityAnalyzer()
 
@@ -49,7 +53,10 @@ def _vader() -> Callable[[str], float]:
 
 @cache
 def _textblob() -> Callable[[str], float]:
-    from textblob import TextBlob  # type: ignore[import-untyped]
+    try:
+        from textblob import TextBlob  # type: ignore[import-untyped]
+    except ModuleNotFoundError as exc:
+        raise _missing(exc) from None
 
     # The lexicon fills lazily, and not thread-safely, on the first analysis: do it here, once.
     _ = TextBlob("warm").sentiment
@@ -58,3 +65,9 @@ def _textblob() -> Callable[[str], float]:
         return float(TextBlob(text).sentiment.polarity)
 
     return polarity
+
+
+def _missing(exc: ModuleNotFoundError) -> RuntimeError:
+    return RuntimeError(
+        f"{exc.name} is not installed: pip install 'coe-gateway[classifiers]'"
+    )

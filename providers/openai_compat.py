@@ -15,9 +15,9 @@ import anyio
 import httpx
 import orjson
 
-from gateway.errors import ConfigError
 from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
 from providers.base import CallRecord, CallRequest, CallStatus, Provider, TokenLogprob
+from providers.errors import EndpointConfigError
 from providers.http import SharedClient
 from providers.prompting import build_messages
 from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
@@ -25,7 +25,7 @@ from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_wit
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from gateway.config import EndpointConfig
+    from providers.endpoint import EndpointConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class OpenAIProvider(Provider):
         if endpoint.api_key_env is not None:
             key = os.environ.get(endpoint.api_key_env)
             if not key:
-                raise ConfigError(
+                raise EndpointConfigError(
                     f"endpoint {endpoint.name!r}: environment variable "
                     f"{endpoint.api_key_env!r} (api_key_env) is not set or empty"
                 )
@@ -137,7 +137,7 @@ class OpenAIProvider(Provider):
             if outcome.status_code not in (401, 403):
                 record.error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
             # The circuit breaker tells an endpoint's trouble from a request's by the status.
-            record.extra["http_status"] = outcome.status_code
+            record.http_status = outcome.status_code
             return record
         try:
             text, usage, logprobs, upstream_id = _parse(orjson.loads(outcome.content))

@@ -7,12 +7,13 @@ is put at the head of the first user turn instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
-    from gateway.config import EndpointConfig
+    from providers.endpoint import EndpointConfig
 
 
 def build_messages(
@@ -46,3 +47,16 @@ def _into_first_user_turn(instruction: str, turns: list[dict[str, Any]]) -> list
         turns[index] = {**turn, "content": merged}
         return turns
     return [{"role": "user", "content": instruction}, *turns]
+
+
+def prompt_chars(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Characters of the messages' text (string content, or the text parts of a list); billing
+    estimates tokens from them when an upstream reports no usage."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return total

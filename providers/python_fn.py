@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from gateway.errors import ConfigError
 from providers.base import CallRecord, CallRequest, CallStatus, Provider
+from providers.errors import EndpointConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from gateway.config import EndpointConfig
+    from providers.endpoint import EndpointConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +75,18 @@ class PythonProvider(Provider):
 
 
 def load_function(endpoint: str, reference: str) -> Callable[[str], object]:
-    """Import ``module:attribute`` (the attribute may be dotted); ConfigError when it cannot be."""
+    """Import ``module:attribute`` (the attribute may be dotted); EndpointConfigError if not."""
     module_name, _, attribute = reference.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except Exception as exc:  # an import can fail in any way its module's code can
-        raise ConfigError(
+        raise EndpointConfigError(
             f"endpoint {endpoint!r}: function {reference!r} cannot be imported: {exc}"
         ) from exc
     if not callable(target):
-        raise ConfigError(f"endpoint {endpoint!r}: function {reference!r} is not callable")
+        raise EndpointConfigError(f"endpoint {endpoint!r}: function {reference!r} is not callable")
     function: Callable[[str], object] = target
     return function
 

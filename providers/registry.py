@@ -12,13 +12,13 @@ from providers.python_fn import PythonProvider
 from providers.vllm import VLLMProvider
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import httpx
 
-    from gateway.config import EndpointConfig, Settings
     from providers.base import Provider
     from providers.breaker import BreakerState
+    from providers.endpoint import EndpointConfig
 
 _HTTP_KINDS: dict[str, type[OpenAIProvider]] = {
     "openai": OpenAIProvider,
@@ -28,19 +28,19 @@ _HTTP_KINDS: dict[str, type[OpenAIProvider]] = {
 
 
 def build_providers(
-    settings: Settings,
+    endpoints: Sequence[EndpointConfig],
     client: httpx.AsyncClient,
     *,
     on_breaker_change: Callable[[str, BreakerState], None] | None = None,
 ) -> dict[str, Provider]:
-    """Endpoint name → provider; a ConfigError from any of them stops the gateway starting.
+    """Endpoint name → provider; an ``EndpointConfigError`` from any of them stops the gateway.
 
     HTTP endpoints sit behind a circuit breaker (``breaker_failures`` > 0), which reports each
     state it takes to ``on_breaker_change(endpoint, state)``.
     """
     return {
         endpoint.name: _guard(_build(endpoint, client), endpoint, on_breaker_change)
-        for endpoint in settings.endpoints
+        for endpoint in endpoints
     }
 
 

@@ -2,7 +2,7 @@
 
 It plays back what one endpoint of a ``coe eval record`` run answered: the endpoint's ``model``
 names the recorded endpoint (its own ``name`` when ``model`` is empty). A request is looked up by a
-stable hash of its messages (``gateway.evaluation.recording.message_key``: the client's messages,
+stable hash of its messages (``providers.recording.message_key``: the client's messages,
 before any few-shot turns); one that was not recorded is an ``error`` call.
 
 Timing: the provider sleeps the recorded latency and reports that latency. Sleeping alone would
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 import anyio.lowlevel
 
-from gateway.errors import ConfigError
-from gateway.evaluation.recording import RecordingError, message_key, read_recording
 from providers.base import CallRecord, CallRequest, Provider
+from providers.errors import EndpointConfigError, RecordingError
+from providers.recording import message_key, read_recording
 
 if TYPE_CHECKING:
-    from gateway.config import EndpointConfig
-    from gateway.evaluation.recording import RecordedCall
+    from providers.endpoint import EndpointConfig
+    from providers.recording import RecordedCall
 
 
 # Turns of the event loop a call leaves the engine after its predecessor answers: enough for the
@@ -62,10 +62,10 @@ class ReplayProvider(Provider):
         try:
             recording = read_recording(path)
         except RecordingError as exc:
-            raise ConfigError(f"endpoint {endpoint.name!r}: {exc.message}") from None
+            raise EndpointConfigError(f"endpoint {endpoint.name!r}: {exc.message}") from None
         if source not in recording.header.endpoints:
             known = ", ".join(recording.header.endpoints)
-            raise ConfigError(
+            raise EndpointConfigError(
                 f"endpoint {endpoint.name!r}: {path} has no endpoint {source!r} "
                 f"(it has {known}); set model to one of them"
             )

@@ -11,14 +11,10 @@ import orjson
 
 from gateway.billing import Biller
 from gateway.config import Settings, parse_settings
-from gateway.evaluation.recording import (
-    RecordedCall,
-    RecordedExample,
-    Recording,
-    RecordingHeader,
-)
+from gateway.evaluation.recording import answer_spec, header_for_route
 from policies.answers import normalise
 from providers.base import CallRecord, TokenLogprob
+from providers.recording import RecordedCall, RecordedExample, Recording
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ def build_recording(
     settings: Settings, rows: list[tuple[str, str, str, dict[str, Answer]]]
 ) -> Recording:
     """``rows``: (id, prompt, label, answers per endpoint)."""
-    header = RecordingHeader.for_route(
+    header = header_for_route(
         settings, "sentiment", logprobs=True, created_at="2026-01-01T00:00:00+00:00"
     )
     biller = Biller(settings)
@@ -98,10 +94,10 @@ def build_recording(
                 gpu_seconds=answer.latency_ms / 1000.0,
             )
             if record.status == "ok":
-                record.answer = normalise(record.text, header.spec)
+                record.answer = normalise(record.text, answer_spec(header))
                 if record.answer is None:
                     record.status = "unparsable"
-            record.extra["prompt_chars"] = len(prompt)
+            record.prompt_chars = len(prompt)
             record.cost_usd = biller.price(record).usd
             calls[name] = RecordedCall.from_record(record)
         recording.examples.append(RecordedExample(id_, label, messages, calls))

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import uvicorn
 
-from gateway.app import create_app
 from gateway.config import Settings
+from gateway.serve import loopback_socket, server_config
 
 
 class GatewayServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = loopback_socket()
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(settings), log_level="warning", lifespan="on", access_log=False
-        )
-        self._server = uvicorn.Server(config)
+        # As `coe serve` serves it: the same protocol (431 on oversized heads) and options.
+        self._server = uvicorn.Server(server_config(settings))
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
 
     @property

@@ -85,7 +85,7 @@ def call(
         gpu_seconds=gpu_seconds,
         cost_usd=cost_usd,
     )
-    record.extra["prompt_chars"] = prompt_chars
+    record.prompt_chars = prompt_chars
     return record
 
 

@@ -1,4 +1,4 @@
-"""gateway.client against a live gateway on loopback, with scripted upstreams behind it."""
+"""coe_client against a live gateway on loopback, with scripted upstreams behind it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.client import CoE, CoEClient, CoEResult
+from coe_client import CoE, CoEClient, CoEResult
 from gateway.config import parse_settings
 from tests.conftest import cascade_config
 from tests.gateway_server import GatewayServer

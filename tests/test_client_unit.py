@@ -1,4 +1,4 @@
-"""gateway.client's request building, without a server."""
+"""coe_client's request building, without a server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from gateway.client import (
+from coe_client import (
     DEFAULT_BASE_URL,
     CoE,
     CoEClient,

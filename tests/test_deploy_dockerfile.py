@@ -251,7 +251,7 @@ def test_the_builder_stage_builds_and_installs_the_project_in_a_fresh_venv(
     venv = Path(on_host("/opt/venv", tmp_path))
     probe = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
-         "import gateway, importlib.resources as r, gateway.client, gateway.metrics;"
+         "import gateway, importlib.resources as r, coe_client, gateway.metrics;"
          "print(r.files('gateway').joinpath('py.typed').is_file())"],
         env=env, capture_output=True, text=True, timeout=60,
     )

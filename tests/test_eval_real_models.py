@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import CoEClient
+from coe_client import CoEClient
 from gateway.commands import demo as demo_command
-from gateway.demo import LARGE, ROUTE, SMALL, demo_settings, serve_gateway
-from gateway.zoo import LlamaZoo, ServerSpec
+from gateway.evaluation.demo import LARGE, ROUTE, SMALL, demo_settings
+from gateway.evaluation.zoo import LlamaZoo, ServerSpec
+from gateway.serve import serve_in_background
 
 # find_spec, not importorskip: importing llama_cpp here would leak a /dev/null handle it opens,
 # and the server runs in its own process anyway.
@@ -46,7 +47,7 @@ async def test_gemma_answers_classification_requests_through_the_gateway(tmp_pat
             large_url=zoo.base_url(LARGE),
             ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
         )
-        async with serve_gateway(settings) as base_url, CoEClient(
+        async with serve_in_background(settings) as base_url, CoEClient(
             base_url=base_url, route=ROUTE
         ) as client:
             results = [await client.classify(sentence) for sentence in SENTENCES]

@@ -14,7 +14,8 @@ from gateway.commands import eval as eval_command
 from gateway.config import Settings, parse_settings
 from gateway.errors import CoEError
 from gateway.evaluation.record import record_run
-from gateway.evaluation.recording import RecordingError, read_recording
+from providers.errors import RecordingError
+from providers.recording import read_recording
 
 
 def keyword(text: str) -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.evaluation.recording import Recording, RecordingError, read_recording
 from gateway.evaluation.replay import (
     CascadeConfig,
     Replayer,
@@ -16,6 +15,8 @@ from gateway.evaluation.replay import (
     percentile,
 )
 from gateway.evaluation.tables import recommended_toml, report_json
+from providers.errors import RecordingError
+from providers.recording import Recording, read_recording
 from tests.eval_recordings import Answer, build_recording, route_settings, write_recording
 
 PROMPT = "x" * 40  # 40 characters: a cancelled call is billed an estimated 10 prompt tokens

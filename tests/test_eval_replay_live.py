@@ -11,11 +11,11 @@ import pytest
 
 from gateway.billing import Biller
 from gateway.engine import CascadeEngine
-from gateway.evaluation.recording import read_recording
 from gateway.evaluation.replay import CascadeConfig, Replayer
 from gateway.outcome import RequestOutcome
 from gateway.plan import CoEOverrides, make_plan
 from providers.http import make_http_client
+from providers.recording import read_recording
 from providers.registry import build_providers
 from tests.eval_recordings import Answer, build_recording, route_settings, write_recording
 
@@ -88,7 +88,7 @@ async def test_live_engine_over_replay_endpoints_matches_the_replay(
     live: list[RequestOutcome | None] = [None] * EXAMPLES
 
     async with make_http_client() as client:
-        providers = build_providers(settings, client)
+        providers = build_providers(settings.endpoints, client)
         engine = CascadeEngine(providers, frozenset())
 
         async def run(index: int) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gateway.config import EndpointConfig
-from gateway.errors import ConfigError
 from providers.base import CallRequest
+from providers.endpoint import EndpointConfig
+from providers.errors import EndpointConfigError
 from providers.replay import ReplayProvider
 from tests.eval_recordings import Answer, build_recording, route_settings, write_recording
 
@@ -89,7 +89,7 @@ async def test_a_tier_answers_in_recorded_latency_order(recording: Path) -> None
 
 
 def test_an_unknown_endpoint_or_file_stops_the_start(recording: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no endpoint 'zz'"):
+    with pytest.raises(EndpointConfigError, match="no endpoint 'zz'"):
         provider(recording, model="zz")
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(EndpointConfigError, match="no such file"):
         provider(tmp_path / "nope.jsonl")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.config import parse_settings
-from gateway.zoo import LlamaZoo, ServerSpec, ZooError, free_port, specs_for_settings
+from gateway.evaluation.zoo import LlamaZoo, ServerSpec, ZooError, free_port, specs_for_settings
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
 
@@ -90,7 +90,7 @@ def test_sigterm_unwinds_like_ctrl_c_while_the_zoo_runs() -> None:
     import os
     import signal
 
-    from gateway.zoo import sigterm_as_interrupt
+    from gateway.evaluation.zoo import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():

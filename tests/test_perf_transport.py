@@ -15,9 +15,9 @@ import orjson
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from gateway.config import EndpointConfig
 from providers import CallRequest, OpenAIProvider, RetryPolicy
 from providers._aiohttp import transport_error
+from providers.endpoint import EndpointConfig
 from providers.http import POOL_LIMITS, SharedClient, make_aiohttp_transport, make_http_client
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from gateway.config import EndpointConfig
 from providers import CallRecord, CallRequest, OpenAIProvider, RetryPolicy, make_http_client
+from providers.endpoint import EndpointConfig
 from providers.http import POOL_LIMITS, make_aiohttp_transport
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,6 @@ import httpx
 import pytest
 import respx
 
-from gateway.config import EndpointConfig
-from gateway.errors import ConfigError
 from providers import (
     CallRecord,
     CallRequest,
@@ -25,6 +23,8 @@ from providers import (
     VLLMProvider,
     make_http_client,
 )
+from providers.endpoint import EndpointConfig
+from providers.errors import EndpointConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -239,7 +239,7 @@ async def test_missing_key_variable_is_a_config_error(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    with pytest.raises(ConfigError, match=r"'small-a'.*'NO_SUCH_KEY'"):
+    with pytest.raises(EndpointConfigError, match=r"'small-a'.*'NO_SUCH_KEY'"):
         OpenAIProvider(endpoint(api_key_env="NO_SUCH_KEY"), client)
 
 

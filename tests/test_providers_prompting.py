@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import EndpointConfig
+from providers.endpoint import EndpointConfig
 from providers.prompting import build_messages
 
 USER = {"role": "user", "content": "Great film!"}

@@ -10,10 +10,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from gateway.config import EndpointConfig
-from gateway.errors import ConfigError
 from providers import CallRecord, CallRequest, PythonProvider
 from providers.classifiers import textblob_sentiment, vader_sentiment
+from providers.endpoint import EndpointConfig
+from providers.errors import EndpointConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -141,7 +141,7 @@ async def test_concurrency_limit_holds_calls_back(release_blocked: None) -> None
     "function", ["no_such_module_xyz:f", f"{HERE}:missing", f"{HERE}:HERE"]
 )
 def test_unimportable_or_uncallable_function_is_a_config_error(function: str) -> None:
-    with pytest.raises(ConfigError, match="'py'"):
+    with pytest.raises(EndpointConfigError, match="'py'"):
         PythonProvider(endpoint(function))
 
 

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import EndpointConfig, Settings, parse_settings
-from gateway.errors import ConfigError
+from gateway.config import Settings, parse_settings
 from providers import (
     LlamaCppProvider,
     OpenAIProvider,
@@ -21,6 +20,8 @@ from providers import (
     make_http_client,
 )
 from providers.breaker import BreakerProvider
+from providers.endpoint import EndpointConfig
+from providers.errors import EndpointConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,7 @@ async def test_every_endpoint_gets_the_provider_of_its_kind(client: httpx.AsyncC
         http("c", "llamacpp"),
         {"name": "d", "kind": "python", "function": "providers.classifiers:vader_sentiment"},
     )
-    providers = build_providers(settings, client)
+    providers = build_providers(settings.endpoints, client)
     # HTTP kinds come wrapped in their circuit breaker.
     unwrapped = {n: p.inner if isinstance(p, BreakerProvider) else p for n, p in providers.items()}
     assert {name: type(p) for name, p in unwrapped.items()} == {
@@ -71,7 +72,7 @@ async def test_replay_provider_is_imported_only_when_configured(
     module.ReplayProvider = FakeReplay  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "providers.replay", module)
     settings = settings_with({"name": "r", "kind": "replay", "recording": "run.jsonl"})
-    providers = build_providers(settings, client)
+    providers = build_providers(settings.endpoints, client)
     assert isinstance(providers["r"], FakeReplay)
     assert [e.name for e in built] == ["r"]
 
@@ -80,7 +81,7 @@ async def test_without_replay_endpoints_the_replay_module_is_not_needed(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "providers.replay", None)  # any import of it would fail
-    assert list(build_providers(settings_with(http("a", "openai")), client)) == ["a"]
+    assert list(build_providers(settings_with(http("a", "openai")).endpoints, client)) == ["a"]
 
 
 async def test_a_provider_config_error_stops_the_build(
@@ -88,5 +89,5 @@ async def test_a_provider_config_error_stops_the_build(
 ) -> None:
     monkeypatch.delenv("NOT_SET_KEY", raising=False)
     settings = settings_with(http("a", "openai", api_key_env="NOT_SET_KEY"))
-    with pytest.raises(ConfigError, match="NOT_SET_KEY"):
-        build_providers(settings, client)
+    with pytest.raises(EndpointConfigError, match="NOT_SET_KEY"):
+        build_providers(settings.endpoints, client)

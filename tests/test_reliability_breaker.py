@@ -50,7 +50,7 @@ class Scripted(Provider):
              hold: anyio.Event | None = None) -> Scripted:
         record = CallRecord(endpoint=self.name, status=status, text="yes")
         if http is not None:
-            record.extra["http_status"] = http
+            record.http_status = http
         self._script.append((record, hold))
         return self
 
@@ -285,7 +285,9 @@ async def test_http_endpoints_get_a_breaker_with_the_configured_policy() -> None
     seen: list[tuple[str, str]] = []
     async with make_http_client() as client:
         providers = build_providers(
-            settings, client, on_breaker_change=lambda name, state: seen.append((name, state))
+            settings.endpoints,
+            client,
+            on_breaker_change=lambda name, state: seen.append((name, state)),
         )
 
     assert isinstance(providers["h"], BreakerProvider)
@@ -296,6 +298,6 @@ async def test_http_endpoints_get_a_breaker_with_the_configured_policy() -> None
 async def test_breaker_failures_zero_means_no_breaker() -> None:
     settings = parse_settings(_endpoints(breaker_failures=0))
     async with make_http_client() as client:
-        providers = build_providers(settings, client)
+        providers = build_providers(settings.endpoints, client)
 
     assert not isinstance(providers["h"], BreakerProvider)

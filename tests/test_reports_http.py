@@ -14,14 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.api.costs import router
+from gateway.api.state import STATE_KEY, AppState
 from gateway.billing import Biller
 from gateway.budgets import BudgetGuard
 from gateway.config import Settings, parse_settings
 from gateway.errors import CoEError
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
-from gateway.routes_costs import router
-from gateway.state import STATE_KEY, AppState
 from gateway.tenants import KeyRing, new_key
 from tests.ledger_fixtures import BACKENDS, call, ledger_url_for, outcome
 

@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 
 from gateway.config import ServerConfig
-from gateway.http_protocol import MAX_HEAD_BYTES
+from gateway.serve import MAX_HEAD_BYTES
 from tests.gateway_process import GatewayProcess
 
 

@@ -27,7 +27,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gateway.demo import (
+from gateway.evaluation.datasets import parse_example
+from gateway.evaluation.demo import (
     LARGE,
     ROUTE,
     SMALL,
@@ -35,14 +36,14 @@ from gateway.demo import (
     demo_data,
     demo_settings,
     run_live,
-    serve_gateway,
 )
-from gateway.evaluation.datasets import parse_example
 from gateway.evaluation.record import record_run
-from gateway.evaluation.recording import read_recording
+from gateway.evaluation.recording import route_config
 from gateway.evaluation.replay import build_report, fraction_text
 from gateway.evaluation.tables import top_tier_row, usd
-from gateway.zoo import LlamaZoo, ServerSpec, sigterm_as_interrupt
+from gateway.evaluation.zoo import LlamaZoo, ServerSpec, sigterm_as_interrupt
+from gateway.serve import serve_in_background
+from providers.recording import read_recording
 
 if TYPE_CHECKING:
     import argparse
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.evaluation.datasets import Example
     from gateway.evaluation.record import RecordSummary
-    from gateway.evaluation.recording import RecordingHeader
     from gateway.evaluation.replay import ReplayReport
+    from providers.recording import RecordingHeader
 
 SLICE = "sst2-dev-200.jsonl"
 
@@ -122,7 +123,7 @@ async def _demo(out: Path, examples: list[Example], threads: int, console: Conso
                       "(early quorum: tier 0 escalates as soon as two members disagree):")
         progress = Progress(TextColumn("  gateway"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=console)
-        async with serve_gateway(settings) as base_url:
+        async with serve_in_background(settings) as base_url:
             with progress:
                 task = progress.add_task("live", total=len(examples))
                 live, costs = await run_live(
@@ -191,7 +192,7 @@ def _print_live(
     counterfactual = costs.get("counterfactual", {})
     top_only = float(counterfactual.get("top_tier_only_cost_usd", 0.0))
     spent = float(costs.get("totals", {}).get("cost_usd", live.cost_usd))
-    theta = fraction_text(header.route.threshold)
+    theta = fraction_text(route_config(header).threshold)
     predicted = next(r for r in report.rows if r.config.name == f"coe θ={theta}")
     top = top_tier_row(report, header)
     console.print(f"\n[bold]Through the gateway (CoE cascade, θ = {theta})[/bold]")

@@ -26,11 +26,11 @@ from rich.text import Text
 from gateway.config import load_settings
 from gateway.errors import CoEError
 from gateway.evaluation.record import RecordSummary, record_run
-from gateway.evaluation.recording import read_recording
 from gateway.evaluation.replay import CONFIDENCE_GRID, DEFAULT_THRESHOLDS, build_report
 from gateway.evaluation.tables import print_report, report_json
-from gateway.zoo import LlamaZoo, sigterm_as_interrupt, specs_for_settings
+from gateway.evaluation.zoo import LlamaZoo, sigterm_as_interrupt, specs_for_settings
 from policies.threshold import parse_threshold
+from providers.recording import read_recording
 
 if TYPE_CHECKING:
     import argparse

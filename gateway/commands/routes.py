@@ -14,7 +14,8 @@ from gateway.config import load_settings
 if TYPE_CHECKING:
     import argparse
 
-    from gateway.config import EndpointConfig, RouteConfig, Settings
+    from gateway.config import RouteConfig, Settings
+    from providers.endpoint import EndpointConfig
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

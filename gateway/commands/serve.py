@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import uvicorn
 
-from gateway.app import create_app
 from gateway.config import load_settings, parse_settings
-from gateway.http_protocol import BoundedHttpToolsProtocol
 from gateway.logs import configure_logging
+from gateway.serve import server_config
 
 if TYPE_CHECKING:
     import argparse
@@ -36,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    server = settings.server
     overrides = {
         key: value
         for key, value in (
@@ -51,19 +48,6 @@ def run(args: argparse.Namespace) -> int:
         raw = settings.model_dump()
         raw["server"].update(overrides)
         settings = parse_settings(raw, source=args.config)
-        server = settings.server
     configure_logging(args.log_level, json=args.log_format == "json")
-    uvicorn.run(
-        create_app(settings),
-        host=server.host,
-        port=server.port,
-        log_level=args.log_level,
-        log_config=None,  # keep configure_logging's handlers for uvicorn's loggers too
-        access_log=False,
-        # Request heads are capped (431 past 64 KiB); httptools alone would buffer any size.
-        http=BoundedHttpToolsProtocol,
-        # SIGTERM: stop accepting, let requests in flight finish this long, then the lifespan
-        # flushes the ledger. uvicorn counts whole seconds.
-        timeout_graceful_shutdown=math.ceil(server.drain_timeout_s),
-    )
+    uvicorn.Server(server_config(settings, log_level=args.log_level, log_config=None)).run()
     return 0

@@ -3,15 +3,7 @@ record``) and their replay (``coe eval replay``) through the live engine's own p
 
 from gateway.evaluation.datasets import DATASETS, Example, parse_example, read_examples
 from gateway.evaluation.record import RecordSummary, record_run
-from gateway.evaluation.recording import (
-    RecordedCall,
-    RecordedExample,
-    Recording,
-    RecordingError,
-    RecordingHeader,
-    message_key,
-    read_recording,
-)
+from gateway.evaluation.recording import header_for_route, route_config
 from gateway.evaluation.replay import (
     CascadeConfig,
     Replayer,
@@ -26,19 +18,14 @@ __all__ = [
     "DATASETS",
     "Example",
     "RecordSummary",
-    "RecordedCall",
-    "RecordedExample",
-    "Recording",
-    "RecordingError",
-    "RecordingHeader",
     "ReplayReport",
     "Replayer",
     "Row",
     "build_report",
-    "message_key",
+    "header_for_route",
     "parse_example",
     "read_examples",
-    "read_recording",
     "record_run",
+    "route_config",
     "standard_configs",
 ]

@@ -24,18 +24,14 @@ import orjson
 
 from gateway.billing import Biller
 from gateway.evaluation.datasets import Example, read_examples
-from gateway.evaluation.recording import (
-    RecordedCall,
-    RecordedExample,
-    RecordingError,
-    RecordingHeader,
-    prompt_chars,
-    read_recording,
-)
+from gateway.evaluation.recording import answer_spec, header_for_route, route_config, same_route
 from policies.answers import normalise
 from policies.gpu_share import GpuShareMeter
 from providers.base import CallRequest
+from providers.errors import RecordingError
 from providers.http import make_http_client
+from providers.prompting import prompt_chars
+from providers.recording import RecordedCall, RecordedExample, RecordingHeader, read_recording
 from providers.registry import build_providers
 
 if TYPE_CHECKING:
@@ -105,14 +101,14 @@ def plan_recording(
         raise RecordingError(f"no route {route_name!r} in the config (routes: {known})")
     if not data.exists():
         raise RecordingError(f"{data}: no such file")
-    header = RecordingHeader.for_route(
+    header = header_for_route(
         settings, route_name, logprobs=logprobs, created_at=datetime.now(UTC).isoformat()
     )
     done: set[str] = set()
     keep: list[RecordedExample] | None = None
     if out.exists() and out.stat().st_size > 0:
         existing = read_recording(out)
-        if not existing.header.same_route(header):
+        if not same_route(existing.header, header):
             raise RecordingError(
                 f"{out} holds a recording of another route, answer set or logprobs setting; "
                 "choose another --out to start a new one"
@@ -156,7 +152,7 @@ async def record_run(
         send.send_nowait(example)
     send.close()
     async with make_http_client() as client:
-        providers = build_providers(settings, client)
+        providers = build_providers(settings.endpoints, client)
         try:
             if warmup:
                 await recorder.example(providers, todo[0])
@@ -185,14 +181,15 @@ async def record_run(
 class _Recorder:
     def __init__(self, settings: Settings, header: RecordingHeader, *, logprobs: bool) -> None:
         self._header = header
-        self._spec = header.spec
+        self._spec = answer_spec(header)
+        self._route = route_config(header)
         self._biller = Biller(settings)
         self._meter = GpuShareMeter()
         self._gpu = frozenset(n for n, info in header.endpoints.items() if info.gpu is not None)
         self._logprobs = logprobs
 
     async def example(self, providers: dict[str, Provider], example: Example) -> RecordedExample:
-        route = self._header.route
+        route = self._route
         request = CallRequest(
             messages=example.messages,
             max_tokens=route.max_tokens,
@@ -215,7 +212,7 @@ class _Recorder:
                 record.answer = normalise(record.text, self._spec)
                 if record.answer is None:
                     record.status = "unparsable"
-            record.extra["prompt_chars"] = chars
+            record.prompt_chars = chars
             cost = self._biller.price(record)
             record.cost_usd, record.cost_estimated = cost.usd, cost.estimated
             records[name] = record

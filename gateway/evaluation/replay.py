@@ -25,19 +25,21 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.billing import Biller
-from gateway.config import EndpointConfig, PolicyName, Settings
-from gateway.evaluation.recording import prompt_chars
+from gateway.config import PolicyName, Settings
+from gateway.evaluation.recording import answer_spec, route_config
 from gateway.outcome import RequestOutcome
 from policies.answers import normalise
 from policies.confidence import answer_probability, decide_confidence
 from policies.pricing import blended_hourly_usd
 from policies.vote import Ballot, CastVote, Decision, decide, plurality
 from providers.base import CallRecord
+from providers.endpoint import EndpointConfig
+from providers.prompting import prompt_chars
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from gateway.evaluation.recording import RecordedExample, Recording, RecordingHeader
+    from providers.recording import RecordedExample, Recording, RecordingHeader
 
 Kind = Literal["single", "ensemble", "coe", "confidence"]
 
@@ -135,7 +137,7 @@ def settings_for(header: RecordingHeader, recording: str = "(replay)") -> Settin
     )
     return Settings(
         endpoints=endpoints,
-        routes={header.route_name: header.route},
+        routes={header.route_name: route_config(header)},
         pricing={"gpu_hour_usd": gpu_prices},  # type: ignore[arg-type]  # pydantic validates
     )
 
@@ -145,7 +147,8 @@ class Replayer:
 
     def __init__(self, recording: Recording) -> None:
         self.header = recording.header
-        self._spec = recording.header.spec
+        self._spec = answer_spec(recording.header)
+        self._route = route_config(recording.header)
         self._settings = settings_for(recording.header)
         self._biller = Biller(self._settings)
         self._examples = [self._judge(example) for example in recording.examples]
@@ -208,7 +211,7 @@ class Replayer:
                 if outcome.answer is None:
                     outcome.status = "upstream_failed"
         outcome.latency_ms = elapsed
-        self._biller.bill(outcome, self.header.route)
+        self._biller.bill(outcome, self._route)
         return outcome
 
     def _remote(self, tier: tuple[str, ...]) -> bool:
@@ -287,7 +290,7 @@ class Replayer:
                 tier=tier,
                 gpu_seconds=took / 1000.0 if gpu_priced else 0.0,
             )
-        record.extra["prompt_chars"] = example.prompt_chars
+        record.prompt_chars = example.prompt_chars
         return record
 
     def evaluate(self, config: CascadeConfig, tier_delay_ms: float = 0.0) -> Row:

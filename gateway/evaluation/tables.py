@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from gateway.evaluation.recording import route_config
 from gateway.evaluation.replay import fraction_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gateway.evaluation.recording import RecordingHeader
     from gateway.evaluation.replay import ReplayReport, Row
+    from providers.recording import RecordingHeader
 
 
 def report_json(report: ReplayReport) -> list[dict[str, Any]]:
@@ -100,7 +101,7 @@ def delay_table(report: ReplayReport) -> Table:
 def recommended_toml(report: ReplayReport, header: RecordingHeader) -> str:
     row = report.recommended
     config = row.config
-    route = header.route
+    route = route_config(header)
     best = report.best_single
     top = top_tier_row(report, header)
     saving = (

@@ -7,31 +7,24 @@ and how it is priced); ``demo_settings`` fills in the ports the zoo and the gate
 from __future__ import annotations
 
 import math
-import socket
 import string
 import tomllib
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
 import anyio
-import uvicorn
 
-from gateway.app import create_app
-from gateway.client import CoEClient
+from coe_client import CoEClient
 from gateway.config import Settings, parse_settings
-from gateway.errors import CoEError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from gateway.evaluation.datasets import Example
 
 ROUTE = "sentiment"
 SMALL, LARGE = "gemma-small", "gemma-large"
-_STARTUP_TIMEOUT_S = 30.0
-_POLL_S = 0.02
 
 
 def demo_data(name: str) -> str:
@@ -49,43 +42,6 @@ def demo_settings(
         gemma_large_url=large_url,
     )
     return parse_settings(tomllib.loads(text), source="demo config"), text
-
-
-@asynccontextmanager
-async def serve_gateway(settings: Settings) -> AsyncIterator[str]:
-    """Run the gateway with uvicorn on a free loopback port for the block; yields its /v1 URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), log_level="warning", lifespan="on", access_log=False
-    )
-    server = uvicorn.Server(config)
-    stopped = anyio.Event()
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_serve, server, listener, stopped)
-            # uvicorn offers a flag, not an event, for "listening".
-            for _ in range(int(_STARTUP_TIMEOUT_S / _POLL_S)):
-                if server.started or stopped.is_set():
-                    break
-                await anyio.sleep(_POLL_S)
-            if not server.started:
-                raise CoEError("the gateway did not start")
-            try:
-                yield f"http://127.0.0.1:{port}/v1"
-            finally:
-                server.should_exit = True
-    finally:
-        listener.close()
-
-
-async def _serve(server: uvicorn.Server, listener: socket.socket, stopped: anyio.Event) -> None:
-    try:
-        await server.serve(sockets=[listener])
-    finally:
-        stopped.set()
 
 
 @dataclass(slots=True)

@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads annotations at runtime
 from starlette.responses import Response
 
+from gateway.api.state import app_state
 from gateway.errors import BadRequest, Forbidden
 from gateway.ledger import GROUP_BYS
 from gateway.reports import cost_report, parse_time
-from gateway.state import app_state
 
 if TYPE_CHECKING:
     from gateway.tenants import Principal

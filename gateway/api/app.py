@@ -1,0 +1,102 @@
+"""The app factory: the lifespan owns every resource, errors map to HTTP here, once; the routes
+are one router per resource (``chat``, ``models``, ``costs``, ``ops``)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
+from starlette.responses import Response
+
+from gateway.api import chat, costs, models, ops
+from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from gateway.api.protocol import error_body
+from gateway.api.state import STATE_KEY, AppState
+from gateway.billing import Biller
+from gateway.budgets import BudgetGuard
+from gateway.engine import CascadeEngine
+from gateway.errors import CoEError
+from gateway.ledger import open_ledger
+from gateway.metrics import Metrics
+from gateway.tenants import KeyRing
+from providers.http import make_aiohttp_transport, make_http_client
+from providers.registry import build_providers
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import httpx
+
+    from gateway.config import Settings
+
+log = logging.getLogger("coe.app")
+
+_JSON = "application/json"
+
+
+def create_app(
+    settings: Settings, *, http_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the app; nothing is opened until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            client = make_http_client(
+                http_transport if http_transport is not None else make_aiohttp_transport()
+            )
+            stack.push_async_callback(client.aclose)
+            metrics = Metrics()
+            providers = build_providers(
+                settings.endpoints, client, on_breaker_change=metrics.set_breaker_state
+            )
+            for provider in providers.values():
+                stack.push_async_callback(provider.aclose)
+            ledger = await stack.enter_async_context(open_ledger(settings.ledger))
+            gpu_endpoints = frozenset(e.name for e in settings.endpoints if e.gpu is not None)
+            state = AppState(
+                settings=settings,
+                engine=CascadeEngine(providers, gpu_endpoints),
+                ledger=ledger,
+                keyring=KeyRing.from_settings(settings),
+                biller=Biller(settings),
+                budgets=BudgetGuard(settings, ledger),
+                metrics=metrics,
+            )
+            yield {STATE_KEY: state}
+
+    app = FastAPI(title="CoE Gateway", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(CoEError, _coe_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    for router in (chat.router, models.router, costs.router, ops.router):
+        app.include_router(router)
+    return app
+
+
+def _error_response(status: int, body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+async def _coe_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CoEError)
+    body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
+    return _error_response(exc.status_code, body)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return _error_response(exc.status_code, error_body(str(exc.detail), error_type))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s", request.url.path, exc_info=exc)
+    return _error_response(500, error_body("internal error", "server_error"))

@@ -1,0 +1,152 @@
+"""Serving the app with uvicorn, the same way everywhere: ``coe serve``, ``coe demo`` and the tests.
+
+``server_config`` is the one place uvicorn's options are chosen; ``serve_in_background`` runs the
+gateway on a free loopback port for a block (the demo, tests over real HTTP).
+
+uvicorn's httptools protocol is replaced by one with a cap on the size of a request's head.
+
+httptools (llhttp) buffers a request line and headers of any size: one client could send megabytes
+of headers, or a URL whose fragments uvicorn joins by repeated concatenation, and the gateway would
+hold them all before the app could refuse. This protocol counts the bytes of each request's head
+as they arrive and answers 431 once they pass ``MAX_HEAD_BYTES``, closing the connection. The
+body is not counted here: ``BodyLimitMiddleware`` bounds it.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.api import create_app
+from gateway.errors import CoEError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from gateway.config import Settings
+
+# As much as nginx allows by default (4 buffers of 8 KiB), doubled: OpenAI clients send ~1 KiB.
+MAX_HEAD_BYTES = 64 * 1024
+_END_OF_HEAD = b"\r\n\r\n"
+_STARTUP_TIMEOUT_S = 30.0
+_POLL_S = 0.02
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        # The head's last bytes so far, so an end of head split across two reads is still seen.
+        self._tail = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            seen = self._tail + data
+            end = seen.find(_END_OF_HEAD)
+            if end == -1:
+                self._head_bytes += len(data)
+                self._tail = seen[-(len(_END_OF_HEAD) - 1) :]
+            else:
+                self._head_bytes += end + len(_END_OF_HEAD) - len(self._tail)
+                self._in_head = False
+                self._tail = b""
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse()
+                return
+        super().data_received(data)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The next request on this connection starts with its head.
+        self._in_head = True
+        self._head_bytes = 0
+
+    def _refuse(self) -> None:
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": f"the request line and headers are larger than {MAX_HEAD_BYTES} "
+                    "bytes",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_header_fields_too_large",
+                }
+            }
+        )
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        self.transport.write(head + body)
+        self.transport.close()
+        self._in_head = False
+
+
+def server_config(
+    settings: Settings, *, log_level: str = "warning", **overrides: Any
+) -> uvicorn.Config:
+    """uvicorn's config for the gateway built from ``settings``, with the bounded protocol."""
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": log_level,
+        "lifespan": "on",
+        "access_log": False,
+        # Request heads are capped (431 past MAX_HEAD_BYTES); httptools alone buffers any size.
+        "http": BoundedHttpToolsProtocol,
+        # SIGTERM: stop accepting, let requests in flight finish this long, then the lifespan
+        # flushes the ledger. uvicorn counts whole seconds.
+        "timeout_graceful_shutdown": math.ceil(settings.server.drain_timeout_s),
+    }
+    options.update(overrides)
+    return uvicorn.Config(create_app(settings), **options)
+
+
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1, for a server to listen on."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    return listener
+
+
+@asynccontextmanager
+async def serve_in_background(settings: Settings) -> AsyncIterator[str]:
+    """Run the gateway on a free loopback port for the block; yields its base URL (``…/v1``)."""
+    listener = loopback_socket()
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(server_config(settings))
+    stopped = anyio.Event()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_serve, server, listener, stopped)
+            # uvicorn offers a flag, not an event, for "listening".
+            for _ in range(int(_STARTUP_TIMEOUT_S / _POLL_S)):
+                if server.started or stopped.is_set():
+                    break
+                await anyio.sleep(_POLL_S)
+            if not server.started:
+                raise CoEError("the gateway did not start")
+            try:
+                yield f"http://127.0.0.1:{port}/v1"
+            finally:
+                server.should_exit = True
+    finally:
+        listener.close()
+
+
+async def _serve(server: uvicorn.Server, listener: socket.socket, stopped: anyio.Event) -> None:
+    try:
+        await server.serve(sockets=[listener])
+    finally:
+        stopped.set()
