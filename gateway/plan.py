@@ -1,5 +1,5 @@
 """One request's cascade plan: the route's defaults, overridden by the body's ``coe`` object,
-overridden in turn by the ``x-coe-*`` headers (CONTRACT.md's order of precedence)."""
+overridden in turn by the ``x-coe-*`` headers (docs/api.md, "Headers": order of precedence)."""
 
 from __future__ import annotations
 

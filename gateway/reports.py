@@ -1,4 +1,5 @@
-"""Cost reports in the CONTRACT.md shape, for ``GET /v1/coe/costs`` and ``coe report``.
+"""Cost reports in the shape of docs/api.md, "Cost report", for ``GET /v1/coe/costs`` and
+``coe report``.
 
 ``since`` is inclusive, ``until`` exclusive; a request's calls carry its time. ``exits_by_tier``
 counts requests by the tier that gave their answer (for a failed request, the last tier reached).
@@ -6,11 +7,12 @@ Groups by route and day count requests; groups by tier and endpoint count the ca
 (a request counts in every tier it reached); groups by tag put a request in each of its tags and
 untagged requests under the key "". ``tenant`` is null in a report of every tenant.
 
-Besides the contract's keys a report carries ``hourly_usd``: per route, each tier's hourly price
-as paid (cost of its GPU-priced calls per hour of their GPU time, summed over the tier's
-endpoints), the cascade's blended hourly price (Σ share of requests exiting at tier k × hourly
-price of tier k, the seed paper's Table 2 arithmetic) and the top tier's alone. A tier without
-GPU-priced calls in the window has no hourly price; the blended price then is null.
+Besides totals, exits, counterfactual and groups, a report carries ``hourly_usd`` (docs/api.md,
+"Cost report"): per route, each tier's hourly price as paid (cost of its GPU-priced calls per
+hour of their GPU time, summed over the tier's endpoints), the cascade's blended hourly price
+(Σ share of requests exiting at tier k × hourly price of tier k, the seed paper's Table 2
+arithmetic) and the top tier's alone. A tier without GPU-priced calls in the window has no hourly
+price; the blended price then is null.
 """
 
 from __future__ import annotations

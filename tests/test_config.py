@@ -1,4 +1,4 @@
-"""Configuration: the contract's TOML loads; every mistake is named before the gateway starts."""
+"""Configuration: the documented TOML loads; every mistake is named before the gateway starts."""
 
 from __future__ import annotations
 

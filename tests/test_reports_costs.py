@@ -1,4 +1,4 @@
-"""Cost reports over real ledgers: the CONTRACT shape, sums, groups, windows and tenants."""
+"""Cost reports over real ledgers: the docs/api.md shape, sums, groups, windows and tenants."""
 
 from __future__ import annotations
 

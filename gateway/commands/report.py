@@ -1,7 +1,8 @@
 """``coe report``: the cost report, read straight from the ledger the config names.
 
-``--format json`` prints the CONTRACT.md shape (as ``GET /v1/coe/costs`` does, for every tenant
-unless ``--tenant``); ``csv`` prints the groups, one row each; ``table`` prints it all with rich.
+``--format json`` prints the shape of docs/api.md, "Cost report" (as ``GET /v1/coe/costs`` does,
+for every tenant unless ``--tenant``); ``csv`` prints the groups, one row each; ``table`` prints
+it all with rich.
 """
 
 from __future__ import annotations

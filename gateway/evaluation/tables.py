@@ -1,5 +1,5 @@
-"""How a replay report is shown: the JSON rows of CONTRACT.md, a rich table, the recommended
-route config as TOML."""
+"""How a replay report is shown: the JSON rows of docs/api.md ("coe eval replay --format json"),
+a rich table, the recommended route config as TOML."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def report_json(report: ReplayReport) -> list[dict[str, Any]]:
-    """CONTRACT.md's rows; rows under a network delay add ``tier_delay_ms`` (only then)."""
+    """The rows of docs/api.md, "coe eval replay --format json"; rows under a network delay add
+    ``tier_delay_ms`` (only then)."""
     rows = [row.contract_json() for row in report.rows]
     for delay, delayed in report.delayed.items():
         rows += [{**row.contract_json(), "tier_delay_ms": delay} for row in delayed]
