@@ -12,6 +12,13 @@ _SECONDS_PER_HOUR = 3600.0
 _TOKENS_PER_MTOK = 1_000_000.0
 _CHARS_PER_TOKEN = 4
 
+# Prompt-cache prices as multiples of the base input price, as Anthropic bills them: a write to
+# the 5-minute cache 1.25×, to the 1-hour cache 2×, a read ("cache hits and refreshes") 0.1×.
+# https://platform.claude.com/docs/en/about-claude/pricing ("Model pricing", prompt caching).
+CACHE_WRITE_MULTIPLIER = 1.25
+CACHE_WRITE_1H_MULTIPLIER = 2.0
+CACHE_READ_MULTIPLIER = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class Price:
@@ -20,6 +27,10 @@ class Price:
     # Per GPU; set for self-hosted endpoints, whose calls are then priced by GPU time alone.
     gpu_hour_usd: float | None = None
     gpus: int = 1
+    # What cached prompt tokens cost, as multiples of ``usd_per_mtok_in``.
+    cache_write_multiplier: float = CACHE_WRITE_MULTIPLIER
+    cache_write_1h_multiplier: float = CACHE_WRITE_1H_MULTIPLIER
+    cache_read_multiplier: float = CACHE_READ_MULTIPLIER
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +48,49 @@ def estimate_tokens(text: str | None) -> int:
 
 
 def price_call(
-    price: Price, tokens_in: int, tokens_out: int, gpu_seconds: float, *, estimated: bool = False
+    price: Price,
+    tokens_in: int,
+    tokens_out: int,
+    gpu_seconds: float,
+    *,
+    estimated: bool = False,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
 ) -> Cost:
     """A GPU-priced endpoint charges ``gpu_seconds × gpus × gpu_hour_usd / 3600`` and ignores
     tokens (``gpu_seconds`` is the call's share of the endpoint's time, see ``gpu_share``); a
-    token-priced one charges its per-million-token rates."""
+    token-priced one charges its per-million-token rates.
+
+    ``tokens_in`` counts every prompt token; ``cache_read_tokens`` and ``cache_write_tokens`` are
+    the parts of it read from and written to a prompt cache (``cache_write_1h_tokens`` the part of
+    the writes kept for an hour), charged at the price's multiples of the input rate; the rest
+    is charged at the input rate."""
     if price.gpu_hour_usd is not None:
         usd = gpu_seconds * price.gpus * price.gpu_hour_usd / _SECONDS_PER_HOUR
     else:
         usd = (
-            tokens_in * price.usd_per_mtok_in + tokens_out * price.usd_per_mtok_out
+            _input_units(price, tokens_in, cache_read_tokens, cache_write_tokens,
+                         cache_write_1h_tokens) * price.usd_per_mtok_in
+            + tokens_out * price.usd_per_mtok_out
         ) / _TOKENS_PER_MTOK
     return Cost(usd=usd, estimated=estimated)
+
+
+def _input_units(
+    price: Price, tokens_in: int, read: int, write: int, write_1h: int
+) -> float:
+    """Prompt tokens weighted by what each costs relative to an uncached one."""
+    if not (read or write):
+        return float(tokens_in)
+    write_1h = min(write_1h, write)
+    uncached = max(0, tokens_in - read - write)
+    return (
+        uncached
+        + (write - write_1h) * price.cache_write_multiplier
+        + write_1h * price.cache_write_1h_multiplier
+        + read * price.cache_read_multiplier
+    )
 
 
 def blended_hourly_usd(exit_fractions: Sequence[float], tier_hourly_usd: Sequence[float]) -> float:

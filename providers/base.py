@@ -42,6 +42,12 @@ class CallRecord:
     # None when the upstream reported no usage; billing then estimates and says so.
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # The parts of ``tokens_in`` the upstream read from / wrote to its prompt cache, which hosted
+    # APIs price apart (``policies.pricing``); None when it reported none. ``cache_write_1h_tokens``
+    # is the part of the writes kept for an hour (Anthropic's ``ttl = "1h"``), priced higher.
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
     latency_ms: float = 0.0
     error: str | None = None

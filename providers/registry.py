@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from providers.anthropic import AnthropicProvider
 from providers.breaker import BreakerPolicy, BreakerProvider
 from providers.llamacpp import LlamaCppProvider
 from providers.openai_compat import OpenAIProvider
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
     from providers.breaker import BreakerState
     from providers.endpoint import EndpointConfig
 
-_HTTP_KINDS: dict[str, type[OpenAIProvider]] = {
+# The adapter of each HTTP kind (providers.endpoint.HTTP_KINDS), built on the shared client.
+_HTTP_KINDS: dict[str, Callable[[EndpointConfig, httpx.AsyncClient], Provider]] = {
     "openai": OpenAIProvider,
     "vllm": VLLMProvider,
     "llamacpp": LlamaCppProvider,
+    "anthropic": AnthropicProvider,
 }
 
 

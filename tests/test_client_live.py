@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from coe_client import CoE, CoEClient, CoEResult
 from gateway.config import parse_settings
@@ -182,10 +184,100 @@ async def test_a_server_that_is_not_a_gateway_is_a_validation_error(
             await coe.classify(REVIEW)
 
 
+# --- the SDK's own calls, on the client itself, with strict response validation ------------
+
+
+@pytest.fixture
+async def strict(gateway: GatewayServer) -> AsyncIterator[CoEClient]:
+    """Responses must match the SDK's types exactly, or the SDK raises."""
+    async with CoEClient(gateway.base_url, route="sentiment", max_retries=0,
+                         _strict_response_validation=True) as client:
+        yield client
+
+
+MESSAGES: list[Any] = [{"role": "user", "content": REVIEW}]
+
+
 @pytest.mark.anyio
-async def test_every_openai_call_still_works(coe: CoEClient) -> None:
+async def test_chat_completions_create_on_the_client(strict: CoEClient) -> None:
+    completion = await strict.chat.completions.create(model="sentiment", messages=MESSAGES)
+
+    assert isinstance(completion, ChatCompletion)
+    assert completion.choices[0].message.content == "positive"
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+    assert (completion.model_extra or {})["coe"]["route"] == "sentiment"
+
+
+@pytest.mark.anyio
+async def test_streaming_on_the_client(strict: CoEClient) -> None:
+    stream = await strict.chat.completions.create(
+        model="sentiment", messages=MESSAGES, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "positive"
+    assert chunks[-1].usage is not None
+
+
+@pytest.mark.anyio
+async def test_models_list_on_the_client(strict: CoEClient) -> None:
+    models = await strict.models.list()
+
+    assert sorted(m.id for m in models.data) == ["mcq", "sentiment"]
+
+
+@pytest.mark.anyio
+async def test_raw_and_streamed_responses_on_the_client(strict: CoEClient) -> None:
+    raw = await strict.chat.completions.with_raw_response.create(
+        model="sentiment", messages=MESSAGES, extra_headers={"x-coe-threshold": "1"}
+    )
+    assert raw.headers["x-coe-tier"] == "0"
+    assert raw.parse().choices[0].message.content == "positive"
+
+    async with strict.chat.completions.with_streaming_response.create(
+        model="sentiment", messages=MESSAGES
+    ) as response:
+        assert response.headers["x-coe-agreement"]
+        assert (await response.parse()).choices[0].message.content == "positive"
+
+
+@pytest.mark.anyio
+async def test_with_options_and_copy_return_working_clients(strict: CoEClient) -> None:
+    faster = strict.with_options(timeout=5.0)
+    other = strict.copy(route="mcq")
+
+    completion = await faster.chat.completions.create(model="sentiment", messages=MESSAGES)
+    result = await faster.classify(REVIEW)
+
+    assert isinstance(faster, CoEClient) and isinstance(other, CoEClient)
+    assert completion.choices[0].message.content == "positive"
+    assert (result.label, faster.route, other.route) == ("positive", "sentiment", "mcq")
+
+
+@pytest.mark.anyio
+async def test_the_helpers_pass_strict_validation(
+    strict: CoEClient, upstreams: dict[str, UpstreamServer]
+) -> None:
+    result = await strict.classify(REVIEW, threshold=1)
+    report = await strict.costs()
+
+    assert (result.label, result.tier) == ("positive", 0)
+    assert report["totals"]["requests"] == 1
+
+
+@pytest.mark.anyio
+async def test_sdk_errors_come_from_the_client(strict: CoEClient) -> None:
+    with pytest.raises(openai.NotFoundError):
+        await strict.chat.completions.create(model="no-such-route", messages=MESSAGES)
+
+
+@pytest.mark.anyio
+async def test_the_openai_attribute_is_kept_for_compatibility(coe: CoEClient) -> None:
     models = await coe.openai.models.list()
 
+    assert coe.openai is coe
     assert sorted(m.id for m in models.data) == ["mcq", "sentiment"]
 
 
@@ -194,7 +286,18 @@ async def test_leaving_the_context_closes_the_client(gateway: GatewayServer) -> 
     async with CoEClient(gateway.base_url) as coe:
         pass
 
-    assert coe.openai.is_closed()
+    assert coe.is_closed()
+
+
+def test_sync_client_is_the_sdks_too(gateway: GatewayServer) -> None:
+    with CoE(gateway.base_url, route="sentiment", max_retries=0,
+             _strict_response_validation=True) as coe:
+        completion = coe.chat.completions.create(model="sentiment", messages=MESSAGES)
+        models = coe.with_options(timeout=5.0).models.list()
+
+    assert completion.choices[0].message.content == "positive"
+    assert sorted(m.id for m in models.data) == ["mcq", "sentiment"]
+    assert coe.is_closed()
 
 
 def test_sync_wrapper_classifies_chooses_and_reports(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import openai
 import pytest
 
+import coe_client
 from coe_client import (
     DEFAULT_BASE_URL,
     CoE,
@@ -13,6 +15,11 @@ from coe_client import (
     format_threshold,
     override_headers,
 )
+
+
+def test_the_public_api_is_sorted_and_importable() -> None:
+    assert coe_client.__all__ == sorted(coe_client.__all__)
+    assert all(hasattr(coe_client, name) for name in coe_client.__all__)
 
 
 @pytest.mark.parametrize(
@@ -58,8 +65,8 @@ def test_base_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPa
 
     coe = CoE()
 
-    assert str(coe.openai.base_url) == "http://gateway.internal:8000/v1/"
-    assert coe.openai.api_key == "coe-key"
+    assert str(coe.base_url) == "http://gateway.internal:8000/v1/"
+    assert coe.api_key == "coe-key"
     coe.close()
 
 
@@ -67,11 +74,17 @@ def test_an_openai_key_is_never_sent_to_the_gateway(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("COE_BASE_URL", raising=False)
     monkeypatch.delenv("COE_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
 
     coe = CoEClient()
 
-    assert str(coe.openai.base_url) == DEFAULT_BASE_URL + "/"
-    assert coe.openai.api_key != "sk-openai"
+    assert str(coe.base_url) == DEFAULT_BASE_URL + "/"
+    assert coe.api_key != "sk-openai"
+    assert "sk-openai" not in str(coe.auth_headers)
+    assert getattr(coe, "admin_api_key", None) in (None, "")
+    copied = coe.with_options(timeout=5)
+    assert (copied.api_key, getattr(copied, "admin_api_key", None)) == (coe.api_key, "")
 
 
 def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +92,41 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
     coe = CoEClient("http://127.0.0.1:9999/v1", "given")
 
-    assert str(coe.openai.base_url) == "http://127.0.0.1:9999/v1/"
-    assert coe.openai.api_key == "given"
+    assert str(coe.base_url) == "http://127.0.0.1:9999/v1/"
+    assert coe.api_key == "given"
+
+
+# --- the SDK's own client ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("client_class", "sdk_class"),
+                         [(CoEClient, openai.AsyncOpenAI), (CoE, openai.OpenAI)])
+def test_the_clients_are_the_sdks_own(
+    client_class: type[CoEClient] | type[CoE], sdk_class: type[object]
+) -> None:
+    coe = client_class("http://127.0.0.1:9/v1", "key", route="sentiment", timeout=3.0)
+
+    assert isinstance(coe, sdk_class)
+    assert coe.openai is coe  # kept for code written against the wrapper
+    assert (coe.route, coe.timeout) == ("sentiment", 3.0)
+
+
+@pytest.mark.parametrize("client_class", [CoEClient, CoE])
+def test_copy_and_with_options_keep_the_gateway_and_the_route(
+    client_class: type[CoEClient] | type[CoE],
+) -> None:
+    coe = client_class("http://127.0.0.1:9/v1", "key", route="sentiment", max_retries=0)
+
+    faster = coe.with_options(timeout=2.0)
+    other = coe.copy(route="mcq", max_retries=3, default_headers={"x-coe-tags": "copied"})
+
+    assert type(faster) is client_class and type(other) is client_class
+    assert (str(faster.base_url), faster.api_key, faster.route) == (
+        "http://127.0.0.1:9/v1/", "key", "sentiment")
+    assert (faster.timeout, faster.max_retries) == (2.0, 0)
+    assert (other.route, other.max_retries) == ("mcq", 3)
+    assert other.default_headers["x-coe-tags"] == "copied"
+    assert coe.route == "sentiment"
 
 
 @pytest.mark.anyio
