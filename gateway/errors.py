@@ -8,11 +8,17 @@ CoEError
 ├── NotFound            404   unknown route
 ├── PayloadTooLarge     413   body over server.max_body_bytes
 ├── QuotaExceeded       429   the tenant's monthly budget is spent
-├── UpstreamFailed      502   every endpoint of the last tier reached failed
-└── DeadlineExceeded    504   the request's deadline passed before a decision
+└── CascadeFailed             the cascade ran (and paid) but decided nothing; carries the outcome
+    ├── UpstreamFailed  502   every endpoint of the last tier reached failed
+    └── DeadlineExceeded 504  the request's deadline passed before a decision
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.outcome import RequestOutcome
 
 
 class CoEError(Exception):
@@ -66,13 +72,19 @@ class QuotaExceeded(CoEError):
     code = "insufficient_quota"
 
 
-class UpstreamFailed(CoEError):
+class CascadeFailed(CoEError):
+    def __init__(self, message: str, *, outcome: RequestOutcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class UpstreamFailed(CascadeFailed):
     status_code = 502
     error_type = "upstream_error"
     code = "upstream_failed"
 
 
-class DeadlineExceeded(CoEError):
+class DeadlineExceeded(CascadeFailed):
     status_code = 504
     error_type = "timeout_error"
     code = "deadline_exceeded"

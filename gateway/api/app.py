@@ -14,13 +14,13 @@ from starlette.requests import Request  # noqa: TC002 - FastAPI reads route anno
 from starlette.responses import Response
 
 from gateway.api import chat, costs, models, ops
-from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from gateway.api.protocol import error_body
+from gateway.api.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestIdMiddleware
+from gateway.api.protocol import decision_headers, error_body
 from gateway.api.state import STATE_KEY, AppState
 from gateway.billing import Biller
 from gateway.budgets import BudgetGuard
 from gateway.engine import CascadeEngine
-from gateway.errors import CoEError
+from gateway.errors import CascadeFailed, CoEError
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
 from gateway.tenants import KeyRing
@@ -59,9 +59,11 @@ def create_app(
                 stack.push_async_callback(provider.aclose)
             ledger = await stack.enter_async_context(open_ledger(settings.ledger))
             gpu_endpoints = frozenset(e.name for e in settings.endpoints if e.gpu is not None)
+            # GPU time is shared per server, not per endpoint name (EndpointConfig.gpu_meter_key).
+            gpu_pools = {e.name: e.gpu_meter_key for e in settings.endpoints if e.gpu is not None}
             state = AppState(
                 settings=settings,
-                engine=CascadeEngine(providers, gpu_endpoints),
+                engine=CascadeEngine(providers, gpu_endpoints, gpu_pools=gpu_pools),
                 ledger=ledger,
                 keyring=KeyRing.from_settings(settings),
                 biller=Biller(settings),
@@ -81,14 +83,18 @@ def create_app(
     return app
 
 
-def _error_response(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+def _error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
 async def _coe_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, CoEError)
     body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
-    return _error_response(exc.status_code, body)
+    # A cascade that ran reached a tier and spent money: its 502/504 says which and how much.
+    headers = decision_headers(exc.outcome) if isinstance(exc, CascadeFailed) else None
+    return _error_response(exc.status_code, body, headers)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -99,4 +105,8 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s", request.url.path, exc_info=exc)
-    return _error_response(500, error_body("internal error", "server_error"))
+    # Starlette answers a 500 from its outermost layer, outside RequestIdMiddleware, so the id
+    # that middleware kept in the request's state is added here.
+    request_id = getattr(request.state, "request_id", None)
+    headers = {REQUEST_ID_HEADER.decode(): request_id} if request_id else None
+    return _error_response(500, error_body("internal error", "server_error"), headers)

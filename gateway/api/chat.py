@@ -13,6 +13,7 @@ from gateway.api.protocol import (
     chat_request_openapi,
     completion_body,
     completion_chunks,
+    decision_headers,
     parse_chat_request,
 )
 from gateway.api.state import app_state
@@ -53,11 +54,7 @@ async def chat_completions(request: Request) -> Response:
     await state.ledger.record(outcome)
     state.metrics.observe(outcome)
     _raise_for_failure(outcome)
-    headers = {
-        "x-coe-tier": str(outcome.tier),
-        "x-coe-agreement": f"{outcome.agreement:.4f}",
-        "x-coe-cost-usd": f"{outcome.cost_usd:.10f}",
-    }
+    headers = decision_headers(outcome)
     if chat.stream:
         events = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in completion_chunks(outcome))
         events += b"data: [DONE]\n\n"
@@ -66,6 +63,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _raise_for_failure(outcome: RequestOutcome) -> None:
+    """A 502 or 504 carrying the outcome, whose decision headers the app's handler adds."""
     if outcome.status == "ok":
         return
     failures = "; ".join(
@@ -76,8 +74,10 @@ def _raise_for_failure(outcome: RequestOutcome) -> None:
     if outcome.status == "deadline_exceeded":
         raise DeadlineExceeded(
             f"route {outcome.route!r} reached no decision within its deadline "
-            f"(tier {outcome.tier}: {failures})"
+            f"(tier {outcome.tier}: {failures})",
+            outcome=outcome,
         )
     raise UpstreamFailed(
-        f"every endpoint of tier {outcome.tier} of route {outcome.route!r} failed: {failures}"
+        f"every endpoint of tier {outcome.tier} of route {outcome.route!r} failed: {failures}",
+        outcome=outcome,
     )

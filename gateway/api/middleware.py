@@ -17,7 +17,11 @@ _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
 class RequestIdMiddleware:
-    """Keeps a client's well-formed ``x-request-id`` (or makes one) and echoes it back."""
+    """Keeps a client's well-formed ``x-request-id`` (or makes one) and echoes it back, on every
+    answer that passes through it: 200s and the app's 4xx and 502/504 alike. Two answers do not:
+    a 500, which Starlette sends from its outermost layer (the app's handler adds the id this
+    middleware left in ``scope["state"]``), and a 431, which the HTTP protocol sends before the
+    app is called, from a head it did not finish reading — no id is known there."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
