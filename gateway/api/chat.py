@@ -9,13 +9,8 @@ from fastapi import APIRouter
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
 from starlette.responses import Response
 
-from gateway.api.protocol import (
-    chat_request_openapi,
-    completion_body,
-    completion_chunks,
-    decision_headers,
-    parse_chat_request,
-)
+from gateway.api.chat_request import chat_request_openapi, parse_chat_request
+from gateway.api.protocol import completion_body, completion_chunks, decision_headers
 from gateway.api.state import app_state
 from gateway.errors import BadRequest, DeadlineExceeded, NotFound, UpstreamFailed
 from gateway.plan import CoEOverrides, make_plan
