@@ -4,7 +4,8 @@
 
 Starts its own fake upstream (bench/fake_upstream.py) and, for each client, makes ``rounds``
 sequential rounds of one call and of three calls in parallel (the tier of scenario d) after a
-warm-up. Reports the median wall time of a round and the client process's CPU time per call.
+warm-up. Reports the p50 wall time of a round (gateway.stats.percentile) and the client
+process's CPU time per call.
 With ``--pin`` the upstream runs on CPU 0 and this process on CPU 1.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from bench.fake_upstream import run_loop
+from gateway.stats import percentile
 from providers.http import POOL_LIMITS, make_http_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ async def measure(name: str, call: Call, rounds: int, results: dict[str, dict[st
             walls.append(time.perf_counter() - started)
         cpu = time.process_time() - cpu0
         results[f"{name} | {label}"] = {
-            "wall_p50_ms": statistics.median(walls) * 1000,
+            "wall_p50_ms": percentile(walls, 50) * 1000,
             "cpu_us_per_call": cpu / (rounds * len(ports)) * 1e6,
         }
 

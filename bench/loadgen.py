@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.fake_upstream import run_loop
+from gateway.stats import percentile
 
 ESCALATED = b'"decision":"escalated"'
 
@@ -219,19 +220,17 @@ class Generator:
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max/mean in milliseconds of latencies in seconds ({} when there are none);
+    percentiles by gateway.stats.percentile (linear between closest ranks, numpy's default)."""
     if not values:
         return {}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000.0
-
+    ms = [value * 1000.0 for value in values]
     return {
-        "p50": rank(0.50),
-        "p90": rank(0.90),
-        "p99": rank(0.99),
-        "max": ordered[-1] * 1000.0,
-        "mean": sum(ordered) / len(ordered) * 1000.0,
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "max": max(ms),
+        "mean": math.fsum(ms) / len(ms),
     }
 
 

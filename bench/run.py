@@ -3,6 +3,9 @@
     .venv/bin/python -m bench.run            # the full run (15–25 minutes)
     .venv/bin/python -m bench.run --quick    # a smoke run (about 3 minutes); figures are rough
 
+Each run also writes its raw output to bench/results/<UTC start>-<host>.json (``-quick``,
+``-memory`` for those runs): commit it with the block, so every figure there can be traced.
+
 LiteLLM for scenario (c) lives in its own virtualenv (git-ignored through .git/info/exclude):
     .venv/bin/python -m venv bench/.venv-litellm
     bench/.venv-litellm/bin/pip install 'litellm[proxy]==1.108.7'
@@ -48,6 +51,7 @@ PYTHON = sys.executable
 LITELLM_VENV = BENCH / ".venv-litellm"
 COE_SERVE = [str(Path(PYTHON).parent / "coe"), "serve"]
 RESULTS = BENCH / "RESULTS.md"
+ARCHIVE = BENCH / "results"  # committed raw output: one JSON per run, next to the block it wrote
 BEGIN, END = "<!-- bench/run.py: begin -->", "<!-- bench/run.py: end -->"
 PROMPT = "Great film, I would watch it again!"
 HOST = "127.0.0.1"
@@ -595,9 +599,12 @@ def render(report: dict[str, Any]) -> str:
         f"- {report['requests']} requests per scenario at {report['rate']:.0f} requests/s "
         f"(open loop) after {report['warmup']} warm-up requests; system under test "
         + ("pinned to CPU 1, harness to CPU 0." if report["pinned"] else "not pinned."),
+        f"- Raw output: `{report['raw_output']}`.",
         "",
-        "Latency is measured by the load generator (send to last byte). Overhead = latency − the "
-        "direct latency of the upstream calls the answer waited for, at the same quantile "
+        "Latency is measured by the load generator (send to last byte); percentiles are "
+        "gateway.stats.percentile (linear between closest ranks, numpy's default). Overhead = "
+        "latency − the direct latency of the upstream calls the answer waited for, at the same "
+        "quantile "
         "(baselines below; (f) escalated requests wait for two calls in sequence). "
         "CPU = the system under test's CPU time per request. Steal = the share of the machine's "
         "CPU time the hypervisor gave to other guests during the scenario (/proc/stat): where it "
@@ -772,17 +779,36 @@ def main() -> None:
     if args.memory_only:
         if not args.memory_rate:
             parser.error("--memory-only needs --memory-rate")
-        print(orjson.dumps(run_memory_only(args)).decode(), flush=True)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        memory = {"started": started, "command": " ".join(shlex.quote(a) for a in
+                                          [Path(PYTHON).name, "-m", "bench.run", *sys.argv[1:]]),
+                  "machine": machine(), **run_memory_only(args)}
+        archive = archive_path(started, "memory")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(orjson.dumps(memory, option=orjson.OPT_INDENT_2))
+        print(orjson.dumps(memory).decode(), flush=True)
+        print(f"wrote {archive} (commit it)", flush=True)
         return
     if args.quick:
         args.duration, args.warmup, args.sweep_seconds = 5.0, 100, 3.0
         args.memory_requests = min(args.memory_requests, 5_000)
     report = run(args)
+    archive = archive_path(report["started"], "quick" if args.quick else "")
+    report["raw_output"] = str(archive.relative_to(ROOT))
     write_results(render(report), args.out)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     report.pop("_objects")
-    args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"wrote {args.out} and {args.json}", flush=True)
+    data = orjson.dumps(report, option=orjson.OPT_INDENT_2)
+    for path in (args.json, archive):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    print(f"wrote {args.out}, {args.json} and {archive} (commit the last)", flush=True)
+
+
+def archive_path(started: str, kind: str) -> Path:
+    """bench/results/<UTC start, minute>-<host>[-kind].json: the run's raw output, to commit."""
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+    stamp = started[:16].replace(":", "")
+    return ARCHIVE / f"{stamp}-{host or 'host'}{'-' + kind if kind else ''}.json"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import anyio
 import httpx
 import psycopg
 
+from gateway.stats import percentile
 from gateway.tenants import new_key
 from tests.fault_server import FAULTS, FaultServer, every
 from tests.gateway_process import GatewayProcess
@@ -136,11 +137,6 @@ async def load(gateways: list[GatewayProcess], minutes: float, rate: float) -> T
     return tally
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 def ledger_check(ledger_url: str, tally: Tally) -> dict[str, Any]:
     with psycopg.connect(ledger_url) as connection:
         recorded = {row[0] for row in connection.execute("SELECT request_id FROM coe_requests")}
@@ -227,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             "statuses": dict(tally.statuses),
             "transport_errors": dict(tally.transport_errors),
             "wrong_answers": tally.wrong_answers,
+            # gateway.stats.percentile: linear between closest ranks (numpy's default).
             "latency_ms": {q: round(percentile(tally.latencies_ms, p), 1)
-                           for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+                           for q, p in (("p50", 50), ("p99", 99), ("max", 100))}
+            if tally.latencies_ms else {},
             "upstream_faults_served": sum(
                 fault is not None for name in TIER0 for fault in servers[name].served
             ),

@@ -75,11 +75,13 @@ def test_a_chunked_response_is_read_whole() -> None:
     assert _parse_response(raw[:30]) is None
 
 
-def test_quantiles_are_nearest_rank_in_milliseconds() -> None:
+def test_quantiles_are_gateway_stats_percentiles_in_milliseconds() -> None:
     result = quantiles([i / 1000 for i in range(1, 101)])
+    # Linear between closest ranks (gateway.stats.percentile, numpy's default), not nearest rank.
     assert (result["p50"], result["p90"], result["p99"], result["max"]) == pytest.approx(
-        (50.0, 90.0, 99.0, 100.0)
+        (50.5, 90.1, 99.01, 100.0)
     )
+    assert quantiles([]) == {}
 
 
 async def test_the_floor_proxy_returns_the_upstreams_answer(upstream: str) -> None:
