@@ -1,15 +1,17 @@
 """The cascade engine: call a tier's endpoints at once, stop as soon as the vote is decided.
 
-Per tier, every endpoint is called in one anyio task group. Answers are normalised and counted as
-they arrive; the tier is accepted as soon as a label reaches θ and abandoned as soon as none can
-(unless the route waits for all, as the seed paper does). Calls still running then are cancelled and
-recorded as ``cancelled``. The last reachable tier answers with its plurality.
+Per tier, every endpoint is called in one anyio task group. Answers are normalised and fed, as they
+arrive, to the tier's ``policies.cascade.Tally``, which decides: the tier is accepted as soon as a
+label reaches θ and abandoned as soon as none can (unless the route waits for all, as the seed paper
+does). Calls still running then are cancelled and recorded as ``cancelled``; one that came back
+after the decision is recorded with its answer but did not vote. ``policies.cascade.Cascade`` walks
+the tiers; the last reachable tier answers with its plurality. ``coe eval replay`` drives the same
+two, so the replay of a recording and the live engine decide alike.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +19,9 @@ import anyio
 
 from gateway.outcome import RequestOutcome
 from policies.answers import normalise
-from policies.confidence import answer_probability, decide_confidence
+from policies.cascade import Arrival, Cascade, Tally
+from policies.confidence import answer_probability
 from policies.gpu_share import GpuShareMeter
-from policies.vote import Ballot, CastVote, Decision, decide, plurality
 from providers.base import CallRecord, CallRequest, Provider
 from providers.prompting import prompt_chars
 
@@ -29,18 +31,21 @@ if TYPE_CHECKING:
     from anyio.abc import ObjectSendStream
 
     from gateway.plan import CascadePlan
-
-
-@dataclass(slots=True)
-class _TierResult:
-    decision: Decision
-    votes: dict[str, int]
-    cast: list[CastVote]
+    from policies.cascade import TierResult
 
 
 class CascadeEngine:
-    def __init__(self, providers: Mapping[str, Provider], gpu_endpoints: frozenset[str]) -> None:
-        """``gpu_endpoints`` are priced by GPU time, so their calls' time shares are measured."""
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        gpu_endpoints: frozenset[str],
+        *,
+        gpu_pools: Mapping[str, str] | None = None,
+    ) -> None:
+        """``gpu_endpoints`` are priced by GPU time, so their calls' time shares are measured;
+        ``gpu_pools`` maps an endpoint to its GPU server's meter key (``EndpointConfig.
+        gpu_meter_key``), so calls through several endpoints of one server share its time."""
+        self._gpu_pools = dict(gpu_pools or {})
         self._providers = providers
         self._gpu_endpoints = gpu_endpoints
         self._meter = GpuShareMeter()
@@ -76,21 +81,12 @@ class CascadeEngine:
         chars = prompt_chars(messages)
         started = time.perf_counter()
         tiers = plan.tiers
+        cascade = Cascade(len(tiers))
         with anyio.move_on_after(route.deadline_s) as deadline:
-            for index, tier in enumerate(tiers):
-                outcome.tier = index
-                result = await self._run_tier(plan, index, tier, call, chars, outcome)
-                outcome.votes = result.votes
-                outcome.agreement = result.decision.agreement
-                if result.decision.action == "accept":
-                    outcome.answer = result.decision.label
-                    outcome.decision = "agreed" if index == 0 else "escalated"
-                    break
-                if index == len(tiers) - 1:
-                    outcome.answer = plurality(result.cast)
-                    outcome.decision = "last_tier"
-                    if outcome.answer is None:
-                        outcome.status = "upstream_failed"
+            for index in cascade:
+                result = await self._run_tier(plan, index, tiers[index], call, chars, outcome)
+                cascade.settle(result)
+        record_cascade(outcome, cascade)
         if deadline.cancelled_caught:
             outcome.status = "deadline_exceeded"
             outcome.answer = None
@@ -105,41 +101,31 @@ class CascadeEngine:
         call: CallRequest,
         chars: int,
         outcome: RequestOutcome,
-    ) -> _TierResult:
+    ) -> TierResult:
         size = len(tier)
         slots: list[CallRecord | None] = [None] * size
-        ballot = Ballot(plan.spec)
-        confidences: list[tuple[str | None, float]] = []
-        cast: list[CastVote | None] = [None] * size
-        decision = Decision(action="wait", label=None, agreement=0.0)
+        tally = Tally(
+            plan.spec,
+            size,
+            plan.threshold,
+            policy=plan.policy,
+            wait_for_all=plan.route.wait_for_all,
+        )
         send, receive = anyio.create_memory_object_stream[int](size)
         try:
             async with anyio.create_task_group() as group:
                 for slot, name in enumerate(tier):
                     group.start_soon(self._call, slot, name, index, call, slots, send.clone())
                 send.close()
-                pending = size
                 async with receive:
                     async for slot in receive:
-                        pending -= 1
                         record = slots[slot]
                         assert record is not None
                         _judge(record, plan)
-                        label = ballot.cast(record.answer)
-                        cast[slot] = CastVote(label=label, mean_logprob=record.mean_logprob)
-                        if plan.policy == "confidence":
-                            confidences.append(
-                                answer_probability(record.text, record.logprobs, plan.spec)
-                                if record.status == "ok"
-                                else (None, 0.0)
-                            )
-                            decision = decide_confidence(confidences, pending, size, plan.threshold)
-                        else:
-                            decision = decide(ballot.votes, pending, size, plan.threshold)
-                        if decision.action != "wait" and not plan.route.wait_for_all:
+                        if tally.arrive(_arrival(slot, record, plan)).action != "wait":
                             # With every call back there is nothing to stop, and anyio's cancel
                             # formats the task's repr for its message: skip it.
-                            if pending:
+                            if tally.pending:
                                 group.cancel_scope.cancel()
                             break
         finally:
@@ -148,24 +134,12 @@ class CascadeEngine:
                 if record is None:
                     # Cancelled before it started: no upstream call was made, but the vote was lost.
                     record = CallRecord(endpoint=tier[slot], status="cancelled", tier=index)
-                elif cast[slot] is None:
+                elif not tally.voted(slot):
                     # Finished after the decision: it did not vote, but its answer is on record.
                     _judge(record, plan)
                 record.prompt_chars = chars
                 outcome.calls.append(record)
-        # Cancelled calls did not vote; keep the configured order for the tie-break.
-        ordered = [c if c is not None else CastVote(label=None, mean_logprob=None) for c in cast]
-        if plan.route.wait_for_all:
-            decision = (
-                decide_confidence(confidences, 0, size, plan.threshold)
-                if plan.policy == "confidence"
-                else decide(ballot.votes, 0, size, plan.threshold)
-            )
-            if decision.action == "accept" and plan.policy == "vote":
-                # With θ ≤ 1/2 two labels can both reach θ; break that tie as the last tier does,
-                # not by arrival order.
-                decision = replace(decision, label=plurality(ordered))
-        return _TierResult(decision=decision, votes=ballot.votes, cast=ordered)
+        return tally.result()
 
     async def _call(
         self,
@@ -177,7 +151,8 @@ class CascadeEngine:
         done: ObjectSendStream[int],
     ) -> None:
         metered = name in self._gpu_endpoints
-        ticket = self._meter.begin(name, time.monotonic()) if metered else None
+        pool = self._gpu_pools.get(name, name)
+        ticket = self._meter.begin(pool, time.monotonic()) if metered else None
         started = time.perf_counter()
         async with done:
             try:
@@ -199,6 +174,28 @@ class CascadeEngine:
         record.tier = tier
         if ticket is not None:
             record.gpu_seconds = self._meter.end(ticket, time.monotonic())
+
+
+def record_cascade(outcome: RequestOutcome, cascade: Cascade) -> None:
+    """Write where ``cascade`` stands into ``outcome``: the tier reached, the votes of the last
+    tier decided and, once the cascade has a verdict, its answer (the replay records its
+    simulated requests with this too)."""
+    outcome.tier = cascade.tier
+    if cascade.result is not None:
+        outcome.votes = cascade.result.votes
+        outcome.agreement = cascade.result.decision.agreement
+    if cascade.verdict is not None:
+        outcome.answer = cascade.verdict.answer
+        outcome.decision = cascade.verdict.decision
+        outcome.status = cascade.verdict.status
+
+
+def _arrival(slot: int, record: CallRecord, plan: CascadePlan) -> Arrival:
+    """A judged call as the tier's tally reads it."""
+    confidence: tuple[str | None, float] = (None, 0.0)
+    if plan.policy == "confidence" and record.status == "ok":
+        confidence = answer_probability(record.text, record.logprobs, plan.spec)
+    return Arrival(slot, record.answer, record.mean_logprob, confidence)
 
 
 def _judge(record: CallRecord, plan: CascadePlan) -> None:

@@ -3,7 +3,8 @@
 Every task first drops reasoning: whatever precedes the last ``</think>`` (an opened ``<think>``
 that never closes means the model ran out of tokens while thinking, so there is no answer). Then:
 
-- JSON, for ``classify``, ``choice`` and ``number`` alike: a JSON object's ``label``/``answer``/…
+- JSON, for ``classify``, ``choice`` and ``number`` alike: a JSON object's ``spec.json_field``
+  (a structured-output request's answer field), its ``label``/``answer``/…
   field, or the only string field of the only object, stands for the whole text, wherever the
   object sits (alone, in a fenced block, or with commentary before or after it: the commentary is
   the model talking about its answer, and its numbers are steps, not the answer). JSON is read
@@ -54,6 +55,9 @@ class AnswerSpec:
     pattern: str | None = None
     # text: token F1 at or above which two answers count as the same.
     text_similarity: float = 0.8
+    # A structured-output request's answer field: a JSON object's value under it is the answer,
+    # before the usual ``label``/``answer``/… names.
+    json_field: str | None = None
 
 
 # strict=False: models put raw line breaks inside JSON strings (multi-line reasoning), which
@@ -120,7 +124,7 @@ def normalise(text: str | None, spec: AnswerSpec) -> str | None:
         return _regex_answer(visible, spec.pattern or "")
     if spec.task == "text":
         return " ".join(visible.split()).lower().strip(_TEXT_EDGES) or None
-    unwrapped = _unwrap_json(visible)
+    unwrapped = _unwrap_json(visible, spec.json_field)
     if unwrapped is None:
         return None
     answers, is_field = unwrapped
@@ -147,13 +151,16 @@ def _after_reasoning(text: str) -> str | None:
     return text
 
 
-def _unwrap_json(text: str) -> tuple[list[str], bool] | None:
+def _unwrap_json(text: str, field: str | None = None) -> tuple[list[str], bool] | None:
     """The texts to read (one, or each JSON answer given) and whether they are JSON answer fields.
 
     None when the JSON says no readable answer.
     """
     objects = _json_objects(text)
-    answers = [_field_answer(value) for _, _, value in objects if _named_key(value) is not None]
+    answers = [
+        _field_answer(value, field) for _, _, value in objects
+        if _named_key(value, field) is not None
+    ]
     if not answers:
         answers = _broken_pairs(text)
     if answers:
@@ -200,17 +207,19 @@ def _json_objects(text: str) -> list[tuple[int, int, dict[str, object]]]:
     return found
 
 
-def _named_key(value: dict[str, object]) -> str | None:
+def _named_key(value: dict[str, object], field: str | None = None) -> str | None:
+    if field is not None and field in value:
+        return field
     keys = {str(k).lower(): k for k in value}
     return next((keys[name] for name in _JSON_KEYS if name in keys), None)
 
 
-def _field_answer(value: dict[str, object]) -> str | None:
+def _field_answer(value: dict[str, object], field: str | None = None) -> str | None:
     """The object's answer field as text; None when it holds a list, an object or a boolean."""
-    key = _named_key(value)
-    field = value[key] if key is not None else None
-    if isinstance(field, str | int | float) and not isinstance(field, bool):
-        return str(field)
+    key = _named_key(value, field)
+    answer = value[key] if key is not None else None
+    if isinstance(answer, str | int | float) and not isinstance(answer, bool):
+        return str(answer)
     return None
 
 

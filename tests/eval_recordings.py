@@ -38,6 +38,8 @@ def route_settings(
     threshold: Any = "2/3",
     policy: str = "vote",
     recording: str | None = None,
+    labels: tuple[str, ...] = ("positive", "negative"),
+    wait_for_all: bool = False,
 ) -> Settings:
     names = [name for tier in tiers for name in tier]
     endpoints = []
@@ -55,10 +57,11 @@ def route_settings(
             "endpoints": endpoints,
             "routes": {
                 "sentiment": {
-                    "labels": ["positive", "negative"],
+                    "labels": list(labels),
                     "threshold": threshold,
                     "policy": policy,
                     "tiers": tiers,
+                    "wait_for_all": wait_for_all,
                 }
             },
         }

@@ -235,3 +235,23 @@ async def test_calls_carry_the_label_set_for_constrained_decoding() -> None:
     await run(providers)
 
     assert providers["a"].calls[0].answer_set == ("yes", "no")  # type: ignore[attr-defined]
+
+
+async def test_wait_for_all_breaks_a_tie_at_half_by_configured_order_not_arrival() -> None:
+    release = anyio.Event()
+    providers: dict[str, Provider] = {
+        "a": ScriptedProvider("a", "yes", release=release),
+        "b": ScriptedProvider("b", "no"),
+    }
+
+    async with anyio.create_task_group() as group:
+        async def open_when_b_answered() -> None:
+            await providers["b"].started.wait()  # type: ignore[attr-defined]
+            await anyio.sleep(0.01)
+            release.set()
+
+        group.start_soon(open_when_b_answered)
+        outcome = await run(providers, tiers=[["a", "b"]], threshold=0.5, wait_for_all=True)
+
+    assert (outcome.answer, outcome.decision, outcome.agreement) == ("yes", "agreed", 0.5)
+    assert outcome.votes == {"no": 1, "yes": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from gateway.evaluation.replay import (
     Replayer,
     build_report,
     fraction_text,
-    percentile,
 )
 from gateway.evaluation.tables import recommended_toml, report_json
 from providers.errors import RecordingError
@@ -92,6 +90,27 @@ def test_wait_for_all_pays_every_call_and_waits_for_the_slowest() -> None:
     assert outcome.latency_ms == 30
 
 
+@pytest.mark.parametrize(
+    ("p_positive", "p_negative", "answer"),
+    [(None, None, "positive"), (0.3, 0.9, "negative"), (0.9, 0.3, "positive")],
+)
+def test_wait_for_all_breaks_a_tie_at_half_as_the_engine_does(
+    p_positive: float | None, p_negative: float | None, answer: str
+) -> None:
+    """θ = 1/2, 1-1: both labels reach θ; the tier's plurality picks (mean logprob, else the
+    configured order), not whichever answered first ("negative", at 5 ms)."""
+    settings = route_settings([["a", "b"]], prices={"a": SMALL, "b": SMALL})
+    answers = {
+        "a": Answer("positive", 20, p=p_positive),
+        "b": Answer("negative", 5, p=p_negative),
+    }
+    replayer = Replayer(build_recording(settings, [("1", PROMPT, answer, answers)]))
+    config = CascadeConfig("coe", "coe", (("a", "b"),), 0.5, "vote", wait_for_all=True)
+    outcome = replayer.simulate(0, config)
+    assert (outcome.answer, outcome.decision, outcome.agreement) == (answer, "agreed", 0.5)
+    assert [c.status for c in outcome.calls] == ["ok", "ok"]
+
+
 def test_unanimity_escalates_any_disagreement() -> None:
     row = Replayer(vote_recording()).evaluate(coe(1.0))
     # Example 1 is 2-1 now, so it escalates too: big says positive, right.
@@ -148,8 +167,11 @@ def test_default_thresholds_give_early_and_wait_all_rows() -> None:
 def test_json_rows_have_the_contract_shape() -> None:
     rows = report_json(build_report(vote_recording()))
     keys = {"config", "kind", "threshold", "accuracy", "cost_per_request_usd", "latency_p50_ms",
-            "exit_fractions"}
+            "exit_fractions", "wait_for_all"}
     assert all(set(row) == keys for row in rows)
+    protocols = {row["config"]: row["wait_for_all"] for row in rows}
+    assert protocols["coe θ=2/3"] is False
+    assert protocols["coe θ=2/3 wait-all"] is True
     single = next(r for r in rows if r["kind"] == "single")
     assert single["threshold"] is None and single["exit_fractions"] is None
     cascade = next(r for r in rows if r["config"] == "coe θ=2/3")
@@ -250,8 +272,3 @@ def test_a_bad_line_inside_a_recording_names_its_line(tmp_path: Path) -> None:
 )
 def test_fraction_text(theta: float, text: str) -> None:
     assert fraction_text(theta) == text
-
-
-def test_percentile_interpolates() -> None:
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert math.isclose(percentile(list(map(float, range(101))), 95), 95.0)

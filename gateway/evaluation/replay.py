@@ -1,13 +1,13 @@
 """Replaying a recording: what any cascade over its endpoints would have answered, cost and taken.
 
-No model is called. Each simulated request goes through the same steps as ``gateway.engine``, with
-the same ``policies`` code: per tier, the recorded answers arrive in the order of their recorded
-latencies (ties in tier order, as the live engine starts its calls), each is normalised and cast,
-``decide`` (or ``decide_confidence``) runs after each arrival, and the tier stops at the first
-answer that decides it, the calls still running then being cancelled; the last tier answers with
-``plurality``. With ``wait_for_all`` every call finishes and the decision is taken on all of them
-(the seed paper's protocol). Costs come from ``gateway.billing.Biller`` itself, so a cancelled call
-pays what a live one would: its prompt tokens, or the GPU time it held until the decision.
+No model is called. Each simulated request is decided by the code that decides a live one,
+``policies.cascade``: per tier, the recorded answers, normalised, are fed to a ``Tally`` in the
+order of their recorded latencies (ties in tier order, as the live engine starts its calls), and
+the tier stops at the first answer that decides it, the calls still running then being cancelled;
+``Cascade`` walks the tiers, and the last one answers with its plurality. With ``wait_for_all``
+every call finishes and the decision is taken on all of them (the seed paper's protocol). Costs
+come from ``gateway.billing.Biller`` itself, so a cancelled call pays what a live one would: its
+prompt tokens, or the GPU time it held until the decision.
 
 Latency of a request is the sum over the tiers it reached of the time to that tier's decision. A
 network delay ``d`` (``--tier-delay-ms``) is added to every tier but the first, which plays the
@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.billing import Biller
 from gateway.config import PolicyName, Settings
+from gateway.engine import record_cascade
 from gateway.evaluation.recording import answer_spec, route_config
 from gateway.outcome import RequestOutcome
+from gateway.stats import percentile
 from policies.answers import normalise
-from policies.confidence import answer_probability, decide_confidence
+from policies.cascade import Arrival, Cascade, Tally
+from policies.confidence import answer_probability
 from policies.pricing import blended_hourly_usd
-from policies.vote import Ballot, CastVote, Decision, decide, plurality
 from providers.base import CallRecord
 from providers.endpoint import EndpointConfig
 from providers.prompting import prompt_chars
@@ -39,6 +41,7 @@ from providers.prompting import prompt_chars
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from policies.cascade import TierResult
     from providers.recording import RecordedExample, Recording, RecordingHeader
 
 Kind = Literal["single", "ensemble", "coe", "confidence"]
@@ -75,7 +78,10 @@ class Row:
     pareto: bool = False
 
     def contract_json(self) -> dict[str, Any]:
-        """The row shape CONTRACT.md fixes for ``coe eval replay --format json``."""
+        """The row shape CONTRACT.md fixes for ``coe eval replay --format json``, plus
+        ``wait_for_all``: which protocol the row simulated (true: every call of a tier finishes
+        and the tier is decided on all of them; false: the early quorum, which stops a tier at
+        the first answer that decides it)."""
         return {
             "config": self.config.name,
             "kind": self.config.kind,
@@ -84,6 +90,7 @@ class Row:
             "cost_per_request_usd": self.cost_per_request_usd,
             "latency_p50_ms": round(self.latency_p50_ms, 3),
             "exit_fractions": None if self.exit_fractions is None else list(self.exit_fractions),
+            "wait_for_all": self.config.wait_for_all,
         }
 
 
@@ -97,6 +104,9 @@ class _Answer:
     mean_logprob: float | None
     latency_ms: float
     record: CallRecord
+
+    def arrival(self, slot: int) -> Arrival:
+        return Arrival(slot, self.answer, self.mean_logprob, self.confidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,22 +204,13 @@ class Replayer:
             policy=config.policy,
         )
         elapsed = 0.0
-        for tier_index, tier in enumerate(config.tiers):
-            outcome.tier = tier_index
-            delay = tier_delay_ms if self._remote(tier) else 0.0
-            decision, votes, cast, took = self._tier(example, tier_index, tier, config, outcome)
-            elapsed += delay + took
-            outcome.votes = votes
-            outcome.agreement = decision.agreement
-            if decision.action == "accept":
-                outcome.answer = decision.label
-                outcome.decision = "agreed" if tier_index == 0 else "escalated"
-                break
-            if tier_index == len(config.tiers) - 1:
-                outcome.answer = plurality(cast)
-                outcome.decision = "last_tier"
-                if outcome.answer is None:
-                    outcome.status = "upstream_failed"
+        cascade = Cascade(len(config.tiers))
+        for index in cascade:
+            tier = config.tiers[index]
+            result, took = self._tier(example, index, tier, config, outcome)
+            elapsed += (tier_delay_ms if self._remote(tier) else 0.0) + took
+            cascade.settle(result)
+        record_cascade(outcome, cascade)
         outcome.latency_ms = elapsed
         self._biller.bill(outcome, self._route)
         return outcome
@@ -224,43 +225,25 @@ class Replayer:
         tier: tuple[str, ...],
         config: CascadeConfig,
         outcome: RequestOutcome,
-    ) -> tuple[Decision, dict[str, int], list[CastVote], float]:
-        size = len(tier)
-        theta = config.threshold if config.threshold is not None else 1.0
+    ) -> tuple[TierResult, float]:
+        """Tier ``tier_index`` decided on the recorded answers, in simulated arrival order; its
+        calls are appended to ``outcome``; the time to the decision (the last vote) comes too."""
         answers = [example.answers[name] for name in tier]
-        arrival = sorted(range(size), key=lambda slot: (answers[slot].latency_ms, slot))
-        ballot = Ballot(self._spec)
-        cast = [CastVote(label=None, mean_logprob=None)] * size
-        confidences: list[tuple[str | None, float]] = []
-        finished: set[int] = set()
-        decision = Decision(action="wait", label=None, agreement=0.0)
-        took = 0.0
-        pending = size
-        for slot in arrival:
-            pending -= 1
-            answer = answers[slot]
-            finished.add(slot)
-            took = answer.latency_ms
-            label = ballot.cast(answer.answer)
-            cast[slot] = CastVote(label=label, mean_logprob=answer.mean_logprob)
-            if config.policy == "confidence":
-                confidences.append(answer.confidence)
-                decision = decide_confidence(confidences, pending, size, theta)
-            else:
-                decision = decide(ballot.votes, pending, size, theta)
-            if decision.action != "wait" and not config.wait_for_all:
-                break
-        if config.wait_for_all:
-            decision = (
-                decide_confidence(confidences, 0, size, theta)
-                if config.policy == "confidence"
-                else decide(ballot.votes, 0, size, theta)
-            )
+        arrival = sorted(range(len(tier)), key=lambda slot: (answers[slot].latency_ms, slot))
+        tally = Tally(
+            self._spec,
+            len(tier),
+            config.threshold if config.threshold is not None else 1.0,
+            policy=config.policy,
+            wait_for_all=config.wait_for_all,
+        )
+        result = tally.settle(answers[slot].arrival(slot) for slot in arrival)
+        took = max(answers[slot].latency_ms for slot in result.voted)
         for slot, name in enumerate(tier):
             outcome.calls.append(
-                self._call_record(example, name, tier_index, took, finished=slot in finished)
+                self._call_record(example, name, tier_index, took, finished=slot in result.voted)
             )
-        return decision, ballot.votes, cast, took
+        return result, took
 
     def _call_record(
         self, example: _Example, name: str, tier: int, took: float, *, finished: bool
@@ -329,17 +312,6 @@ class Replayer:
                 return None
             tier_prices.append(math.fsum(p for p in prices if p is not None))
         return blended_hourly_usd(fractions, tier_prices)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile by linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def standard_configs(
