@@ -19,6 +19,7 @@ the top alternatives were recorded; logprobs are rounded to 4 decimals.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -230,11 +231,18 @@ class Recording:
 
 
 def read_recording(path: Path) -> Recording:
-    """Read RUN.jsonl; any bad line other than a cut-short last one is a RecordingError."""
+    """Read RUN.jsonl (gzipped when it ends in ``.gz``); any bad line other than a cut-short last
+    one is a RecordingError."""
     try:
-        lines = path.read_bytes().splitlines()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecordingError(f"{path}: no such file") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise RecordingError(f"{path}: not a gzipped recording: {exc}") from None
+    lines = raw.splitlines()
     if not lines:
         raise RecordingError(f"{path}: empty, not a recording")
     try:

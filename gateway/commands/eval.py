@@ -1,5 +1,6 @@
-"""``coe eval record`` (every endpoint answers every example) and ``coe eval replay`` (simulate any
-cascade over such a recording, without calling a model)."""
+"""``coe eval record`` (every endpoint answers every example), ``coe eval replay`` (simulate any
+cascade over such a recording, without calling a model) and ``coe eval search`` (which models to
+cascade, at which θ, from one recording)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ from rich.text import Text
 from gateway.config import load_settings
 from gateway.errors import CoEError
 from gateway.evaluation.record import RecordSummary, record_run
-from gateway.evaluation.replay import CONFIDENCE_GRID, DEFAULT_THRESHOLDS, build_report
+from gateway.evaluation.replay import (
+    CONFIDENCE_GRID,
+    DEFAULT_THRESHOLDS,
+    build_report,
+    fraction_text,
+)
+from gateway.evaluation.search import DEFAULT_MAX_TIER0_SIZE, SearchSpace, run_search
+from gateway.evaluation.search_output import print_search, search_json, search_toml
 from gateway.evaluation.tables import print_report, report_json
 from gateway.evaluation.zoo import LlamaZoo, sigterm_as_interrupt, specs_for_settings
 from policies.threshold import parse_threshold
@@ -104,6 +112,62 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("--plot", type=Path, help="write accuracy against cost to this PNG")
     replay.set_defaults(func=run_replay)
 
+    search = commands.add_parser(
+        "search",
+        help="find which models to cascade: the Pareto frontier and a recommended route",
+        description="From one full-information recording, evaluate (vote policy, vectorised) "
+        "every single model and every cascade of a tier-0 ensemble of 1..N cheap candidates "
+        "before each single endpoint of the recording's last tier (optionally top ensembles and "
+        "a middle tier), for each θ, with early quorum and waiting for all; print the Pareto "
+        "frontier and the recommended route as a full config. Default target: the best single "
+        "model's accuracy, at the lowest cost.",
+    )
+    search.add_argument("recording", type=Path, metavar="RUN.jsonl")
+    search.add_argument(
+        "--candidates", default="",
+        help="tier-0 candidate endpoints, comma-separated (default: the recording's tier 0)",
+    )
+    search.add_argument(
+        "--max-tier0-size", type=int, default=DEFAULT_MAX_TIER0_SIZE,
+        help="the largest tier-0 ensemble (default %(default)s)",
+    )
+    search.add_argument(
+        "--threshold", default=",".join(fraction_text(t) for t in DEFAULT_THRESHOLDS),
+        help="θ values, comma-separated (default %(default)s)",
+    )
+    search.add_argument(
+        "--top-ensembles", action="store_true",
+        help="also try 2 and 3 endpoints of the last tier together as the top tier",
+    )
+    search.add_argument(
+        "--middle", action="store_true",
+        help="also try one endpoint as a middle tier (one cheaper than the top tier)",
+    )
+    goal = search.add_mutually_exclusive_group()
+    goal.add_argument(
+        "--target-accuracy", type=float,
+        help="recommend the cheapest route at least this accurate (default: the best single "
+        "model's accuracy)",
+    )
+    goal.add_argument(
+        "--max-cost", type=float, help="recommend the most accurate route costing at most this "
+        "($/request)",
+    )
+    search.add_argument(
+        "--split", action="store_true",
+        help="choose on the even-indexed examples; report the choice on the odd-indexed ones",
+    )
+    search.add_argument("--format", choices=("table", "json"), default="table")
+    search.add_argument(
+        "--rows", choices=("all", "frontier"), default="all",
+        help="JSON rows: every configuration, or the frontier, the single models and the "
+        "recommended one (default %(default)s)",
+    )
+    search.add_argument(
+        "--toml-out", type=Path, help="also write the recommended route's config to this file",
+    )
+    search.set_defaults(func=run_search_command)
+
 
 def _floats(raw: str, option: str, parse: type[float] | None = None) -> list[float]:
     values: list[float] = []
@@ -141,6 +205,40 @@ def run_replay(args: argparse.Namespace) -> int:
         title = f"{recording.header.route_name}: {report.examples} examples"
         plot_report(report, args.plot, title=title)
         Console(stderr=True).print(f"plot written to {args.plot}")
+    return 0
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    thresholds = tuple(_floats(args.threshold, "--threshold"))
+    if not thresholds:
+        raise CoEError("--threshold: give at least one θ")
+    candidates = tuple(p.strip() for p in args.candidates.split(",") if p.strip()) or None
+    recording = read_recording(args.recording)
+    if not recording.examples:
+        raise CoEError(f"{args.recording}: the recording holds no examples yet")
+    space = SearchSpace(
+        candidates=candidates,
+        max_tier0_size=args.max_tier0_size,
+        thresholds=thresholds,
+        top_ensembles=args.top_ensembles,
+        middle=args.middle,
+    )
+    try:
+        report = run_search(
+            recording, space, target_accuracy=args.target_accuracy, max_cost=args.max_cost,
+            split=args.split,
+        )
+    except ValueError as exc:
+        raise CoEError(f"coe eval search: {exc}") from None
+    path = str(args.recording)
+    if args.toml_out is not None:
+        args.toml_out.write_text(search_toml(report, recording.header, path) + "\n")
+    if args.format == "json":
+        rows = search_json(report, frontier_only=args.rows == "frontier")
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        print_search(report, recording.header, console, path)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A data line is ``{"id": "...", "prompt": "..." | "messages": [...], "label": "..."}``. Converters
 turn the files under ``shared/data/`` (SST-2, Twitter Financial News, CODAH, MMLU, BANKING77)
-into it.
+into it. Sets of recorded model answers (``gsm8k-zeroeval``: twelve LLMs on GSM8K) convert
+instead to a full-information recording, RUN.jsonl (``RECORDED_SETS``).
 Classification sets keep the bare text as the prompt: instructions and few-shot turns belong to each
 endpoint (``system_prompt``, ``few_shot``), so cheap classifiers such as VADER see only the text.
 """
@@ -16,9 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.evaluation.zeroeval import convert_gsm8k_zeroeval
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
+
+    from providers.recording import Recording
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -228,3 +233,27 @@ _SETS = (
             "classify", (), _text_label_tsv("banking77", None)),
 )
 DATASETS: dict[str, Dataset] = {d.name: d for d in _SETS}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedSet:
+    """Recorded answers of real models: converted to a recording, not to data lines."""
+
+    name: str
+    path: str  # relative to the data folder
+    description: str
+    read: Callable[[Path], Recording]
+
+    def convert(self, source: Path) -> Recording:
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such file or folder")
+        return self.read(source)
+
+
+RECORDED_SETS: dict[str, RecordedSet] = {
+    "gsm8k-zeroeval": RecordedSet(
+        "gsm8k-zeroeval", "gsm8k-zeroeval",
+        "GSM8K test, 1,319 questions answered by 12 LLMs (ZeroEval): a recording",
+        convert_gsm8k_zeroeval,
+    ),
+}
