@@ -31,6 +31,20 @@ class CoEOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """A structured-output request (``gateway.api.structured``), in the plan's terms."""
+
+    # The answer field's enum: the request's label set (task classify); None when it names none.
+    labels: tuple[str, ...] | None
+    # The request's param that carried it, named by a 400.
+    param: str
+    # The JSON field upstreams answer in, read first (``AnswerSpec.json_field``).
+    field: str | None = None
+    # OpenAI's chat ``response_format``, forwarded to upstreams that take it (``kind = "openai"``).
+    response_format: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CascadePlan:
     route_name: str
     route: RouteConfig
@@ -39,6 +53,8 @@ class CascadePlan:
     policy: PolicyName
     max_tier: int
     tags: tuple[str, ...]
+    # The client's structured-output format, for ``CallRequest.response_format``; None for text.
+    response_format: Mapping[str, Any] | None = None
 
     @property
     def tiers(self) -> tuple[tuple[str, ...], ...]:
@@ -50,9 +66,12 @@ def make_plan(
     route: RouteConfig,
     body: CoEOverrides,
     headers: Mapping[str, str],
+    output: OutputFormat | None = None,
 ) -> CascadePlan:
     task = body.task or route.task
     labels = body.labels if body.labels is not None else _route_labels(route, task)
+    if output is not None and output.labels is not None:
+        task, labels = _schema_labels(route_name, body, task, labels, output)
     if task in ("classify", "choice") and not labels:
         raise BadRequest(f"task {task!r} needs labels", param="coe.labels")
     if task == "regex" and not route.pattern:
@@ -80,12 +99,43 @@ def make_plan(
             labels=labels,
             pattern=route.pattern,
             text_similarity=route.text_similarity,
+            json_field=output.field if output is not None else None,
         ),
         threshold=threshold,
         policy=policy,
         max_tier=min(max_tier, len(route.tiers) - 1),
         tags=tags,
+        response_format=output.response_format if output is not None else None,
     )
+
+
+def _schema_labels(
+    route_name: str,
+    body: CoEOverrides,
+    task: Task,
+    labels: tuple[str, ...],
+    output: OutputFormat,
+) -> tuple[Task, tuple[str, ...]]:
+    """The task and labels when a schema's enum names the labels: the enum's, unless the route
+    (or ``coe.labels``) fixes a set, which must then be the same set (spelled as configured)."""
+    enum = output.labels or ()
+    if body.task is not None and body.task not in ("classify", "choice"):
+        raise BadRequest(
+            f"{output.param} names labels, so the task is classify, not {body.task!r}",
+            param="coe.task", code="invalid_value",
+        )
+    if task in ("classify", "choice") and labels:
+        if set(labels) != set(enum):
+            source = (
+                "coe.labels" if body.labels is not None else f"the labels of route {route_name!r}"
+            )
+            raise BadRequest(
+                f"the enum of {output.param} {list(enum)} and {source} {list(labels)} differ: "
+                "they must be the same set",
+                param=output.param, code="invalid_value",
+            )
+        return task, labels
+    return "classify", enum
 
 
 def _route_labels(route: RouteConfig, task: Task) -> tuple[str, ...]:

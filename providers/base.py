@@ -29,9 +29,16 @@ class CallRequest:
     # The closed answer set of the route (labels or choices); providers that can constrain
     # decoding to it (vLLM's structured outputs, llama.cpp's grammar) do.
     answer_set: tuple[str, ...] = ()
+    # The client's structured-output format as OpenAI's chat ``response_format`` (a json_schema
+    # whose one property is the answer); hosted OpenAI-style upstreams (``kind = "openai"``) are
+    # sent it, the others are constrained by ``answer_set``.
+    response_format: Mapping[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = 5
     request_id: str = ""
+    # Extra HTTP headers for the upstream request: the trace context (W3C ``traceparent``) of
+    # this call's span when the gateway traces (gateway.telemetry). HTTP providers send them.
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)

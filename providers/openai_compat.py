@@ -65,11 +65,26 @@ class OpenAIProvider(Provider):
             "model": self._endpoint.model,
             "messages": build_messages(self._endpoint, request.messages),
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
+            # The endpoint's own sampling wins over the route's: a tier can be N samples of one
+            # model (distinct seeds, a temperature above 0).
+            "temperature": (
+                self._endpoint.temperature
+                if self._endpoint.temperature is not None
+                else request.temperature
+            ),
         }
+        if self._endpoint.top_p is not None:
+            body["top_p"] = self._endpoint.top_p
+        if self._endpoint.seed is not None:
+            body["seed"] = self._endpoint.seed
         if request.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs
+        if request.response_format is not None and self._endpoint.kind == "openai":
+            # Hosted models answer in the client's schema; vLLM and llama.cpp (subclasses, other
+            # kinds) are constrained to the answer set instead, which their servers would refuse
+            # alongside a response_format.
+            body["response_format"] = dict(request.response_format)
         return body
 
     def _upstream_request_id(self, request_id: str) -> str:
@@ -87,6 +102,8 @@ class OpenAIProvider(Provider):
         headers = self._headers
         if request.request_id:
             headers = {**headers, "x-request-id": self._upstream_request_id(request.request_id)}
+        if request.headers:
+            headers = {**headers, **request.headers}
         attempts = 0
 
         async def send() -> Outcome:

@@ -37,9 +37,10 @@ class FuzzReport:
 def gateway_schema(base_url: str, routes: list[str]) -> Any:
     """The served document, with ``model`` narrowed to the routes so positive cases reach them."""
     document = httpx.get(f"{base_url}/openapi.json").json()
-    chat = document["paths"]["/v1/chat/completions"]["post"]
-    body = chat["requestBody"]["content"]["application/json"]["schema"]
-    body["properties"]["model"] = {"type": "string", "enum": routes}
+    for path in ("/v1/chat/completions", "/v1/responses"):
+        operation = document["paths"][path]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        body["properties"]["model"] = {"type": "string", "enum": routes}
     return schemathesis.openapi.from_dict(document)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.api import chat
+from gateway.api import cascade_call
 from gateway.config import Settings
 from gateway.serve import MAX_HEAD_BYTES
 from tests.gateway_server import GatewayServer
@@ -94,7 +94,7 @@ def test_a_500_echoes_the_request_id(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = serve()
-    monkeypatch.setattr(chat, "make_plan", boom)
+    monkeypatch.setattr(cascade_call, "make_plan", boom)
 
     response = client.post("/v1/chat/completions", json=GOOD, headers={"x-request-id": "t-500"})
 

@@ -29,6 +29,11 @@ def test_the_document_describes_the_chat_body_and_override_headers(
     assert {p["name"] for p in chat["parameters"]} == {
         "x-coe-threshold", "x-coe-policy", "x-coe-max-tier", "x-coe-tags"
     }
+    responses = schema.raw_schema["paths"]["/v1/responses"]["post"]
+    body = responses["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["model", "input"]
+    assert "$ref" not in str(body)
+    assert {p["name"] for p in responses["parameters"]} == {p["name"] for p in chat["parameters"]}
     costs = schema.raw_schema["paths"]["/v1/coe/costs"]["get"]
     assert {p["name"] for p in costs["parameters"]} == {"since", "until", "group_by", "tenant"}
 
@@ -41,8 +46,8 @@ def test_no_generated_input_gets_a_5xx(
 
     assert report.server_errors == []
     assert {label.split(" [")[0] for label in report.cases} == {
-        "POST /v1/chat/completions", "GET /v1/coe/costs", "GET /v1/models", "GET /healthz",
-        "GET /metrics",
+        "POST /v1/chat/completions", "POST /v1/responses", "GET /v1/coe/costs",
+        "GET /v1/models", "GET /healthz", "GET /metrics",
     }
-    assert report.total >= 4 * EXAMPLES
+    assert report.total >= 5 * EXAMPLES
     assert report.statuses[200] > 0 and report.statuses[400] > 0

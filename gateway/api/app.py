@@ -1,5 +1,5 @@
 """The app factory: the lifespan owns every resource, errors map to HTTP here, once; the routes
-are one router per resource (``chat``, ``models``, ``costs``, ``ops``)."""
+are one router per resource (``chat``, ``responses``, ``models``, ``costs``, ``ops``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
 from starlette.responses import Response
 
-from gateway.api import chat, costs, models, ops
+from gateway.api import chat, costs, models, ops, responses
 from gateway.api.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.protocol import decision_headers, error_body
 from gateway.api.state import STATE_KEY, AppState
@@ -23,6 +23,7 @@ from gateway.engine import CascadeEngine
 from gateway.errors import CascadeFailed, CoEError
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
+from gateway.telemetry import TRACING_STATE_KEY, TraceMiddleware, open_tracing, tracing_wanted
 from gateway.tenants import KeyRing
 from providers.http import make_aiohttp_transport, make_http_client
 from providers.registry import build_providers
@@ -43,6 +44,8 @@ def create_app(
     settings: Settings, *, http_transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
     """Build the app; nothing is opened until the lifespan starts."""
+    # Decided once, here: with tracing off no middleware is installed and the engine has no hooks.
+    traced = tracing_wanted(settings.telemetry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -51,6 +54,9 @@ def create_app(
                 http_transport if http_transport is not None else make_aiohttp_transport()
             )
             stack.push_async_callback(client.aclose)
+            tracing = open_tracing(settings.telemetry, settings.endpoints) if traced else None
+            if tracing is not None:
+                stack.push_async_callback(tracing.aclose)  # last out: after the ledger's flush
             metrics = Metrics()
             providers = build_providers(
                 settings.endpoints, client, on_breaker_change=metrics.set_breaker_state
@@ -63,22 +69,26 @@ def create_app(
             gpu_pools = {e.name: e.gpu_meter_key for e in settings.endpoints if e.gpu is not None}
             state = AppState(
                 settings=settings,
-                engine=CascadeEngine(providers, gpu_endpoints, gpu_pools=gpu_pools),
+                engine=CascadeEngine(
+                    providers, gpu_endpoints, gpu_pools=gpu_pools, tracing=tracing
+                ),
                 ledger=ledger,
                 keyring=KeyRing.from_settings(settings),
                 biller=Biller(settings),
                 budgets=BudgetGuard(settings, ledger),
                 metrics=metrics,
             )
-            yield {STATE_KEY: state}
+            yield {STATE_KEY: state, TRACING_STATE_KEY: tracing}
 
     app = FastAPI(title="CoE Gateway", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if traced:
+        app.add_middleware(TraceMiddleware)
     app.add_exception_handler(CoEError, _coe_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for router in (chat.router, models.router, costs.router, ops.router):
+    for router in (chat.router, responses.router, models.router, costs.router, ops.router):
         app.include_router(router)
     return app
 

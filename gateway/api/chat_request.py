@@ -10,7 +10,7 @@ value does not turn into a 400 here before the gateway is updated.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,13 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.api.structured import (
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    StructuredOutput,
+    json_object_output,
+    json_schema_output,
+)
 from gateway.config import PolicyName, Task
 from gateway.errors import BadRequest
 from gateway.plan import CoEOverrides
@@ -30,10 +37,8 @@ from policies.threshold import parse_threshold
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-
-# Per-request labels are compiled into matchers; bound what one request can ask for.
-MAX_LABELS = 256
-MAX_LABEL_CHARS = 200
+# Per-request labels are compiled into matchers; ``structured`` bounds what one request can ask
+# for (MAX_LABELS labels of at most MAX_LABEL_CHARS characters).
 
 # Parameters that change what a cascade would have to vote on; refused rather than ignored.
 _UNSUPPORTED = {
@@ -428,7 +433,14 @@ MetadataValue = Annotated[str, Field(max_length=512)]
 TokenBias = Annotated[int, Field(ge=-100, le=100)]
 
 
-class ChatCompletionRequest(_Object):
+class RequestBody(_Object):
+    """A route's whole request body."""
+
+    def check_supported(self) -> None:
+        """A 400 naming the param a cascade cannot serve; typing is checked before."""
+
+
+class ChatCompletionRequest(RequestBody):
     """OpenAI's ``CreateChatCompletionRequest``, field for field, plus the ``coe`` extension.
     Every optional field may be ``null``, meaning "not given"."""
 
@@ -503,12 +515,33 @@ class ChatCompletionRequest(_Object):
     def answer_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def structured_output(self) -> StructuredOutput | None:
+        """What ``response_format`` asks (``gateway.api.structured``); None for plain text."""
+        fmt = self.response_format
+        if isinstance(fmt, ResponseFormatJsonObject):
+            return json_object_output("response_format")
+        if isinstance(fmt, ResponseFormatJsonSchema):
+            spec = fmt.json_schema
+            return json_schema_output(
+                name=spec.name, schema=spec.schema_, description=spec.description,
+                strict=spec.strict, param="response_format.json_schema",
+            )
+        return None
+
 
 def parse_chat_request(payload: Any) -> ChatCompletionRequest:
+    return validate_request(ChatCompletionRequest, payload)
+
+
+_R = TypeVar("_R", bound="RequestBody")
+
+
+def validate_request(model: type[_R], payload: Any) -> _R:
+    """``payload`` as ``model``, or the 400 OpenAI would answer for its first error."""
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_type")
     try:
-        request = ChatCompletionRequest.model_validate(payload)
+        request = model.model_validate(payload)
     except ValidationError as exc:
         raise _bad_request(exc.errors()[0]) from None
     request.check_supported()
@@ -651,7 +684,12 @@ OVERRIDE_HEADERS = {
 def chat_request_openapi() -> dict[str, Any]:
     """The chat route's body and override headers for the OpenAPI document: the route reads its
     raw body itself (for speed and OpenAI's error shape), so FastAPI cannot infer them."""
-    schema = ChatCompletionRequest.model_json_schema()
+    return request_openapi(ChatCompletionRequest)
+
+
+def request_openapi(model: type[RequestBody]) -> dict[str, Any]:
+    """A cascade route's body (``model``, inlined) and the override headers, for the document."""
+    schema = model.model_json_schema()
     definitions = schema.pop("$defs", {})
     return {
         "requestBody": {

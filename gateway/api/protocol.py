@@ -53,7 +53,9 @@ def usage_object(outcome: RequestOutcome) -> dict[str, int]:
     }
 
 
-def completion_body(outcome: RequestOutcome) -> dict[str, Any]:
+def completion_body(outcome: RequestOutcome, content: str | None) -> dict[str, Any]:
+    """The chat completion; ``content`` is the decided answer as delivered (JSON for structured
+    outputs, else the label itself)."""
     return {
         "id": f"chatcmpl-{outcome.request_id}",
         "object": "chat.completion",
@@ -62,7 +64,7 @@ def completion_body(outcome: RequestOutcome) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": outcome.answer},
+                "message": {"role": "assistant", "content": content},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -72,7 +74,7 @@ def completion_body(outcome: RequestOutcome) -> dict[str, Any]:
     }
 
 
-def completion_chunks(outcome: RequestOutcome) -> list[dict[str, Any]]:
+def completion_chunks(outcome: RequestOutcome, content: str | None) -> list[dict[str, Any]]:
     """The stream: the decided answer in one chunk, then a last chunk with usage and ``coe``."""
     base = {
         "id": f"chatcmpl-{outcome.request_id}",
@@ -85,7 +87,7 @@ def completion_chunks(outcome: RequestOutcome) -> list[dict[str, Any]]:
         "choices": [
             {
                 "index": 0,
-                "delta": {"role": "assistant", "content": outcome.answer},
+                "delta": {"role": "assistant", "content": content},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -99,3 +101,93 @@ def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+# -- The Responses API (``POST /v1/responses``) --
+
+
+def response_object(
+    outcome: RequestOutcome, text: str | None, echo: dict[str, Any], *, done: bool
+) -> dict[str, Any]:
+    """OpenAI's ``Response``: ``echo`` holds the request's fields a response repeats
+    (``instructions``, ``metadata``, ``text``, …). Before ``done`` (the stream's first events) it
+    is ``in_progress``, with no output and no usage. ``coe`` rides along as an extension field, as
+    on a chat completion (the SDK keeps unknown fields: ``response.coe``)."""
+    created = int(outcome.created_at.timestamp())
+    body: dict[str, Any] = {
+        "id": f"resp_{outcome.request_id}",
+        "object": "response",
+        "created_at": created,
+        "status": "completed" if done else "in_progress",
+        "completed_at": int(time.time()) if done else None,
+        "error": None,
+        "incomplete_details": None,
+        "model": outcome.route,
+        "output": [response_message(outcome, text, done=True)] if done else [],
+        "parallel_tool_calls": False,
+        "previous_response_id": None,
+        "store": False,
+        "tool_choice": "none",
+        "tools": [],
+        "truncation": "disabled",
+        "usage": response_usage(outcome) if done else None,
+        **echo,
+    }
+    if done:
+        body["coe"] = coe_object(outcome)
+    return body
+
+
+def response_message(outcome: RequestOutcome, text: str | None, *, done: bool) -> dict[str, Any]:
+    return {
+        "id": f"msg_{outcome.request_id}",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed" if done else "in_progress",
+        "content": [output_text(text or "")] if done else [],
+    }
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def response_usage(outcome: RequestOutcome) -> dict[str, Any]:
+    prompt, completion = outcome.tokens_in, outcome.tokens_out
+    cached = sum(c.cache_read_tokens or 0 for c in outcome.calls)
+    written = sum(c.cache_write_tokens or 0 for c in outcome.calls)
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+
+
+def response_events(
+    outcome: RequestOutcome, text: str | None, echo: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The Responses stream of a decided answer, as OpenAI sends one message of one text part:
+    created, in_progress, the item and its part opened, the text (one delta), closed, completed;
+    ``sequence_number`` counts from 0."""
+    answer = text or ""
+    item_id = f"msg_{outcome.request_id}"
+    at = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created",
+         "response": response_object(outcome, text, echo, done=False)},
+        {"type": "response.in_progress",
+         "response": response_object(outcome, text, echo, done=False)},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": response_message(outcome, text, done=False)},
+        {"type": "response.content_part.added", **at, "part": output_text("")},
+        {"type": "response.output_text.delta", **at, "delta": answer, "logprobs": []},
+        {"type": "response.output_text.done", **at, "text": answer, "logprobs": []},
+        {"type": "response.content_part.done", **at, "part": output_text(answer)},
+        {"type": "response.output_item.done", "output_index": 0,
+         "item": response_message(outcome, text, done=True)},
+        {"type": "response.completed",
+         "response": response_object(outcome, text, echo, done=True)},
+    ]
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
