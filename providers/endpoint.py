@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-EndpointKind = Literal["openai", "vllm", "llamacpp", "replay", "python"]
+EndpointKind = Literal["openai", "vllm", "llamacpp", "anthropic", "replay", "python"]
+# The kinds that call an upstream over HTTP at ``base_url``.
+HTTP_KINDS: tuple[EndpointKind, ...] = ("openai", "vllm", "llamacpp", "anthropic")
 
 
 class _Model(BaseModel):
@@ -38,8 +40,18 @@ class EndpointConfig(_Model):
     usd_per_mtok_out: float = Field(default=0.0, ge=0)
     gpu: str | None = None
     gpus: int = Field(default=1, gt=0)
-    # vLLM ≥ 0.12 takes `structured_outputs`; older servers take `guided_choice`.
-    vllm_choice_field: Literal["structured_outputs", "guided_choice"] = "structured_outputs"
+    # The GPU server this endpoint runs on, for metering GPU time: endpoints of one pool share
+    # one clock (``gpu_meter_key``). Default: the endpoint's base_url.
+    gpu_pool: str | None = Field(default=None, min_length=1)
+    # Sampling sent by the OpenAI-compatible kinds; each wins over the route's value when set,
+    # so a tier can be N samples of one model (``extra_body`` still wins over both).
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    # vLLM ≥ 0.12 takes `structured_outputs`; older servers take `guided_choice`. "auto" asks the
+    # server's GET /version once; a forced field the server's version ignores is corrected, with a
+    # WARNING (see providers.vllm).
+    vllm_choice_field: Literal["auto", "structured_outputs", "guided_choice"] = "auto"
     system_prompt: str | None = None
     few_shot: tuple[FewShotExample, ...] = ()
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -47,9 +59,20 @@ class EndpointConfig(_Model):
     recording: str | None = None
     function: str | None = None
 
+    @property
+    def gpu_meter_key(self) -> str:
+        """The key GPU time is metered under: calls in flight on one GPU server share its time,
+        whichever endpoint name they came through. ``gpu_pool`` when set, else the server's
+        ``base_url`` (without a trailing slash), else the endpoint's name."""
+        if self.gpu_pool is not None:
+            return f"pool:{self.gpu_pool}"
+        if self.base_url:
+            return f"url:{self.base_url.rstrip('/')}"
+        return f"endpoint:{self.name}"
+
     @model_validator(mode="after")
     def _kind_needs(self) -> EndpointConfig:
-        if self.kind in ("openai", "vllm", "llamacpp"):
+        if self.kind in HTTP_KINDS:
             if not self.base_url.startswith(("http://", "https://")):
                 raise ValueError(f"kind {self.kind!r} needs base_url = 'http(s)://…'")
         if self.kind == "replay" and not self.recording:

@@ -1,8 +1,8 @@
 """Recording a full-information run: every example to every endpoint of every tier of a route.
 
 Each call is judged and priced as the live engine would judge and bill it (``policies.normalise``,
-``gateway.billing.Biller``, GPU time metered per endpoint with ``GpuShareMeter``), then one line per
-example is appended to RUN.jsonl and flushed, so an interrupted run keeps what it recorded and a
+``gateway.billing.Biller``, GPU time metered per GPU server with ``GpuShareMeter``), then one line
+per example is appended to RUN.jsonl and flushed, so an interrupted run keeps what it recorded and a
 rerun skips the ids already there. Examples run ``concurrency`` at a time; the endpoints of one
 example all at once. Latency is what the provider measured, queueing behind its own
 ``max_concurrency`` included: record with ``concurrency = 1`` for clean per-model latencies. Before
@@ -186,6 +186,8 @@ class _Recorder:
         self._biller = Biller(settings)
         self._meter = GpuShareMeter()
         self._gpu = frozenset(n for n, info in header.endpoints.items() if info.gpu is not None)
+        # Metered per GPU server, as the gateway does (EndpointConfig.gpu_meter_key).
+        self._pools = {e.name: e.gpu_meter_key for e in settings.endpoints}
         self._logprobs = logprobs
 
     async def example(self, providers: dict[str, Provider], example: Example) -> RecordedExample:
@@ -203,7 +205,8 @@ class _Recorder:
         records: dict[str, CallRecord] = {}
 
         async def call(name: str, tier: int) -> None:
-            ticket = self._meter.begin(name, time.monotonic()) if name in self._gpu else None
+            pool = self._pools.get(name, name)
+            ticket = self._meter.begin(pool, time.monotonic()) if name in self._gpu else None
             record = await providers[name].complete(request)
             if ticket is not None:
                 record.gpu_seconds = self._meter.end(ticket, time.monotonic())
