@@ -12,6 +12,7 @@ two, so the replay of a recording and the live engine decide alike.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from anyio.abc import ObjectSendStream
+    from opentelemetry.trace import Span
 
     from gateway.plan import CascadePlan
+    from gateway.telemetry import Tracing
     from policies.cascade import TierResult
 
 
@@ -41,10 +44,13 @@ class CascadeEngine:
         gpu_endpoints: frozenset[str],
         *,
         gpu_pools: Mapping[str, str] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``gpu_endpoints`` are priced by GPU time, so their calls' time shares are measured;
         ``gpu_pools`` maps an endpoint to its GPU server's meter key (``EndpointConfig.
-        gpu_meter_key``), so calls through several endpoints of one server share its time."""
+        gpu_meter_key``), so calls through several endpoints of one server share its time.
+        ``tracing``: a span per tier and per call (``gateway.telemetry``); None, no tracing."""
+        self._tracing = tracing
         self._gpu_pools = dict(gpu_pools or {})
         self._providers = providers
         self._gpu_endpoints = gpu_endpoints
@@ -70,6 +76,8 @@ class CascadeEngine:
             policy=plan.policy,
             tags=plan.tags,
         )
+        if self._tracing is not None:
+            self._tracing.bind_outcome(outcome)
         call = CallRequest(
             messages=tuple(messages),
             max_tokens=max_tokens or route.max_tokens,
@@ -77,6 +85,7 @@ class CascadeEngine:
             answer_set=plan.spec.labels if plan.spec.task in ("classify", "choice") else (),
             logprobs=plan.policy == "confidence",
             request_id=request_id,
+            response_format=plan.response_format,
         )
         chars = prompt_chars(messages)
         started = time.perf_counter()
@@ -112,10 +121,12 @@ class CascadeEngine:
             wait_for_all=plan.route.wait_for_all,
         )
         send, receive = anyio.create_memory_object_stream[int](size)
+        span = self._tracing.start_tier(index, size) if self._tracing is not None else None
+        finished = False
         try:
             async with anyio.create_task_group() as group:
                 for slot, name in enumerate(tier):
-                    group.start_soon(self._call, slot, name, index, call, slots, send.clone())
+                    group.start_soon(self._call, slot, name, index, call, slots, send.clone(), span)
                 send.close()
                 async with receive:
                     async for slot in receive:
@@ -128,6 +139,7 @@ class CascadeEngine:
                             if tally.pending:
                                 group.cancel_scope.cancel()
                             break
+            finished = True
         finally:
             # Runs on the deadline's cancellation too: every call made is kept for the ledger.
             for slot, record in enumerate(slots):
@@ -139,6 +151,9 @@ class CascadeEngine:
                     _judge(record, plan)
                 record.prompt_chars = chars
                 outcome.calls.append(record)
+            if self._tracing is not None and span is not None:
+                text = plan.spec.task == "text"
+                self._tracing.end_tier(span, tally, text_votes=text, finished=finished)
         return tally.result()
 
     async def _call(
@@ -149,11 +164,17 @@ class CascadeEngine:
         call: CallRequest,
         slots: list[CallRecord | None],
         done: ObjectSendStream[int],
+        tier_span: Span | None = None,
     ) -> None:
+        tracing, span = self._tracing, None
+        if tracing is not None and tier_span is not None:
+            span, headers = tracing.start_call(name, tier_span, call.max_tokens)
+            call = replace(call, headers=headers)
         metered = name in self._gpu_endpoints
         pool = self._gpu_pools.get(name, name)
         ticket = self._meter.begin(pool, time.monotonic()) if metered else None
         started = time.perf_counter()
+        record: CallRecord | None = None
         async with done:
             try:
                 record = await self._providers[name].complete(call)
@@ -166,6 +187,10 @@ class CascadeEngine:
                 self._finish(record, tier, ticket)
                 slots[slot] = record
                 raise
+            finally:
+                # Ended here, cancelled or not: Span.end does not await, so needs no shield.
+                if tracing is not None and span is not None:
+                    tracing.end_call(span, record)
             self._finish(record, tier, ticket)
             slots[slot] = record
             await done.send(slot)

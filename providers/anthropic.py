@@ -111,6 +111,8 @@ class AnthropicProvider(Provider):
         headers = self._headers
         if request.request_id:
             headers = {**headers, "x-request-id": request.request_id}
+        if request.headers:
+            headers = {**headers, **request.headers}
         attempts = 0
 
         async def send() -> Outcome:
