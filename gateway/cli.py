@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Each module exposes ``register(subparsers)``, which adds its parser and sets ``func``.
 COMMAND_MODULES = (
     "gateway.commands.serve",
+    "gateway.commands.reload",
     "gateway.commands.report",
     "gateway.commands.keys",
     "gateway.commands.check_config",

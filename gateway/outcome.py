@@ -35,6 +35,8 @@ class RequestOutcome:
     # endpoints, mean GPU time) would have cost on the route's top tier alone.
     cost_usd: float = 0.0
     counterfactual_usd: float = 0.0
+    # Which config generation served the request (gateway.reload); the ledger stores it.
+    config_version: str | None = None
 
     @property
     def tokens_in(self) -> int:

@@ -10,10 +10,18 @@ of headers, or a URL whose fragments uvicorn joins by repeated concatenation, an
 hold them all before the app could refuse. This protocol counts the bytes of each request's head
 as they arrive and answers 431 once they pass ``MAX_HEAD_BYTES``, closing the connection. The
 body is not counted here: ``BodyLimitMiddleware`` bounds it.
+
+It also times each head: a connection whose request line and headers are not all in within
+``server.header_timeout_s`` of its opening (or of the first byte of a later request) is closed
+(slowloris: hundreds of connections each trickling a header byte a second). A client that sent part
+of a head gets a 408 first. Idle keep-alive connections are uvicorn's (``timeout_keep_alive``), and
+so is the connection cap (``limit_concurrency``: past it, every new request is answered 503 until
+connections close; the two timeouts are what close abusive ones).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
 from contextlib import asynccontextmanager
@@ -28,24 +36,41 @@ from gateway.api import create_app
 from gateway.errors import CoEError
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncIterator
 
     from gateway.config import Settings
+    from gateway.reload import ConfigSource
 
 # As much as nginx allows by default (4 buffers of 8 KiB), doubled: OpenAI clients send ~1 KiB.
 MAX_HEAD_BYTES = 64 * 1024
+# As ServerConfig.header_timeout_s, for the protocol made without a config (bench variants).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 _END_OF_HEAD = b"\r\n\r\n"
 _STARTUP_TIMEOUT_S = 30.0
 _POLL_S = 0.02
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
         # The head's last bytes so far, so an end of head split across two reads is still seen.
         self._tail = b""
+        self._header_timeout_s = header_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The first head is due within the timeout of the connection's opening.
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -54,10 +79,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if end == -1:
                 self._head_bytes += len(data)
                 self._tail = seen[-(len(_END_OF_HEAD) - 1) :]
+                # A later request's head is due within the timeout of its first byte.
+                if self._head_timer is None:
+                    self._arm_head_timer()
             else:
                 self._head_bytes += end + len(_END_OF_HEAD) - len(self._tail)
                 self._in_head = False
                 self._tail = b""
+                self._cancel_head_timer()
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse()
                 return
@@ -69,47 +98,96 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
 
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self._header_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes:
+            self._answer_and_close(
+                b"408 Request Timeout",
+                f"the request line and headers did not arrive within "
+                f"{self._header_timeout_s:g} s",
+                "request_timeout",
+            )
+        else:
+            # Nothing was asked: a connection opened and left idle is just closed.
+            self.transport.close()
+        self._in_head = False
+
     def _refuse(self) -> None:
+        self._answer_and_close(
+            b"431 Request Header Fields Too Large",
+            f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes",
+            "request_header_fields_too_large",
+        )
+        self._in_head = False
+
+    def _answer_and_close(self, status: bytes, message: str, code: str) -> None:
+        self._cancel_head_timer()
         body = orjson.dumps(
             {
                 "error": {
-                    "message": f"the request line and headers are larger than {MAX_HEAD_BYTES} "
-                    "bytes",
+                    "message": message,
                     "type": "invalid_request_error",
                     "param": None,
-                    "code": "request_header_fields_too_large",
+                    "code": code,
                 }
             }
         )
         head = (
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"HTTP/1.1 " + status + b"\r\n"
             b"content-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n"
             b"connection: close\r\n\r\n"
         )
         self.transport.write(head + body)
         self.transport.close()
-        self._in_head = False
 
 
 def server_config(
-    settings: Settings, *, log_level: str = "warning", **overrides: Any
+    settings: Settings,
+    *,
+    log_level: str = "warning",
+    source: ConfigSource | None = None,
+    version: str | None = None,
+    reload_on_sighup: bool = False,
+    **overrides: Any,
 ) -> uvicorn.Config:
-    """uvicorn's config for the gateway built from ``settings``, with the bounded protocol."""
+    """uvicorn's config for the gateway built from ``settings``, with the bounded protocol;
+    ``source``, ``version`` and ``reload_on_sighup`` go to ``create_app`` (config reloads)."""
     options: dict[str, Any] = {
         "host": settings.server.host,
         "port": settings.server.port,
         "log_level": log_level,
         "lifespan": "on",
         "access_log": False,
-        # Request heads are capped (431 past MAX_HEAD_BYTES); httptools alone buffers any size.
-        "http": BoundedHttpToolsProtocol,
+        # Request heads are capped (431 past MAX_HEAD_BYTES) and timed (header_timeout_s);
+        # httptools alone buffers any size for any time.
+        "http": functools.partial(
+            BoundedHttpToolsProtocol, header_timeout_s=settings.server.header_timeout_s
+        ),
+        # Abusive clients: idle keep-alive connections close; past max_connections open
+        # connections (or requests in flight) uvicorn answers 503.
+        "timeout_keep_alive": settings.server.keepalive_timeout_s,
+        "limit_concurrency": settings.server.max_connections,
         # SIGTERM: stop accepting, let requests in flight finish this long, then the lifespan
         # flushes the ledger. uvicorn counts whole seconds.
         "timeout_graceful_shutdown": math.ceil(settings.server.drain_timeout_s),
     }
     options.update(overrides)
-    return uvicorn.Config(create_app(settings), **options)
+    app = create_app(
+        settings, source=source, version=version, reload_on_sighup=reload_on_sighup
+    )
+    return uvicorn.Config(app, **options)
 
 
 def loopback_socket() -> socket.socket:

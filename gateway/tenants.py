@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.config import ADMIN_TENANT
-from gateway.errors import Unauthorized
+from gateway.errors import TooManyRequests, Unauthorized
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from gateway.config import Settings
 
 DEFAULT_TENANT = "default"
@@ -58,6 +61,10 @@ class KeyRing:
     def requires_key(self) -> bool:
         return bool(self._tenant_digests)
 
+    @property
+    def has_admins(self) -> bool:
+        return bool(self._admin_digests)
+
     def authenticate(self, authorization: str | None) -> Principal:
         key = _bearer_key(authorization)
         if not key:
@@ -86,6 +93,41 @@ class KeyRing:
             if hmac.compare_digest(candidate, digest):
                 found = tenant
         return found
+
+
+class TenantLimiter:
+    """Requests in flight per tenant, for ``server.max_concurrent_requests_per_tenant``.
+
+    One counter per tenant with requests in flight (dropped at zero, so the table stays as small
+    as the tenants active now). It outlives config reloads: a new limit applies from the next
+    request. The event loop is the only thread that touches it.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = {}
+
+    def in_flight(self, tenant: str) -> int:
+        return self._in_flight.get(tenant, 0)
+
+    @contextmanager
+    def hold(self, tenant: str, limit: int) -> Iterator[None]:
+        """Count one request of ``tenant`` for the block; past ``limit`` (0: none) raise 429."""
+        count = self._in_flight.get(tenant, 0)
+        if limit and count >= limit:
+            raise TooManyRequests(
+                f"tenant {tenant!r} already has {count} requests in flight, the most this gateway "
+                f"allows one tenant (server.max_concurrent_requests_per_tenant); retry when one "
+                "finishes"
+            )
+        self._in_flight[tenant] = count + 1
+        try:
+            yield
+        finally:
+            remaining = self._in_flight[tenant] - 1
+            if remaining:
+                self._in_flight[tenant] = remaining
+            else:
+                del self._in_flight[tenant]
 
 
 def _holds(digests: tuple[str, ...], digest: str) -> bool:

@@ -1,13 +1,14 @@
-"""``coe serve --config FILE``: run the gateway with uvicorn."""
+"""``coe serve --config FILE``: run the gateway with uvicorn; SIGHUP re-reads FILE (coe reload)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 
-from gateway.config import load_settings, parse_settings
 from gateway.logs import configure_logging
+from gateway.reload import ConfigSource
 from gateway.serve import server_config
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
     overrides = {
         key: value
         for key, value in (
@@ -43,11 +43,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    if overrides:
-        # Re-validate so the loopback rule applies to the overridden host too.
-        raw = settings.model_dump()
-        raw["server"].update(overrides)
-        settings = parse_settings(raw, source=args.config)
+    # A reload re-reads the file with the same flags over it (gateway.reload).
+    source = ConfigSource(Path(args.config), overrides)
+    settings, version = source.load()
     configure_logging(args.log_level, json=args.log_format == "json")
-    uvicorn.Server(server_config(settings, log_level=args.log_level, log_config=None)).run()
+    config = server_config(
+        settings,
+        log_level=args.log_level,
+        log_config=None,
+        source=source,
+        version=version,
+        reload_on_sighup=True,
+    )
+    uvicorn.Server(config).run()
     return 0
