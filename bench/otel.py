@@ -178,8 +178,8 @@ async def main(rounds: int, requests: int) -> list[str]:
     tracing = open_tracing(TelemetryConfig(otlp_endpoint=sink.endpoint), settings.endpoints)
     engines: dict[str, Any] = {
         "no-code": Head(providers, frozenset()),
-        "off": CascadeEngine(providers, frozenset()),
-        "on": CascadeEngine(providers, frozenset(), tracing=tracing),
+        "off": CascadeEngine(providers),
+        "on": CascadeEngine(providers, tracing=tracing),
     }
     scope = {"headers": [(b"traceparent", TRACEPARENT.encode())], "method": "POST",
              "path": "/v1/chat/completions"}

@@ -41,19 +41,17 @@ class CascadeEngine:
     def __init__(
         self,
         providers: Mapping[str, Provider],
-        gpu_endpoints: frozenset[str],
-        *,
         gpu_pools: Mapping[str, str] | None = None,
+        *,
         tracing: Tracing | None = None,
     ) -> None:
-        """``gpu_endpoints`` are priced by GPU time, so their calls' time shares are measured;
-        ``gpu_pools`` maps an endpoint to its GPU server's meter key (``EndpointConfig.
-        gpu_meter_key``), so calls through several endpoints of one server share its time.
-        ``tracing``: a span per tier and per call (``gateway.telemetry``); None, no tracing."""
+        """``gpu_pools`` maps each GPU-priced endpoint to its GPU server's meter key
+        (``EndpointConfig.gpu_meter_key``): those calls' time shares are measured, and calls
+        through several endpoints of one server share its time. ``tracing``: a span per tier and
+        per call (``gateway.telemetry``); None, no tracing."""
         self._tracing = tracing
         self._gpu_pools = dict(gpu_pools or {})
         self._providers = providers
-        self._gpu_endpoints = gpu_endpoints
         self._meter = GpuShareMeter()
 
     async def run(
@@ -170,9 +168,8 @@ class CascadeEngine:
         if tracing is not None and tier_span is not None:
             span, headers = tracing.start_call(name, tier_span, call.max_tokens)
             call = replace(call, headers=headers)
-        metered = name in self._gpu_endpoints
-        pool = self._gpu_pools.get(name, name)
-        ticket = self._meter.begin(pool, time.monotonic()) if metered else None
+        pool = self._gpu_pools.get(name)
+        ticket = self._meter.begin(pool, time.monotonic()) if pool is not None else None
         started = time.perf_counter()
         record: CallRecord | None = None
         async with done:

@@ -127,7 +127,6 @@ def build_generation(
         on_breaker_change=resources.metrics.set_breaker_state,
     )
     providers = {e.name: reused.get(e.name) or built[e.name] for e in settings.endpoints}
-    gpu_endpoints = frozenset(e.name for e in settings.endpoints if e.gpu is not None)
     # GPU time is shared per server, not per endpoint name (EndpointConfig.gpu_meter_key).
     gpu_pools = {e.name: e.gpu_meter_key for e in settings.endpoints if e.gpu is not None}
     return Generation(
@@ -136,9 +135,7 @@ def build_generation(
         keyring=KeyRing.from_settings(settings),
         biller=Biller(settings),
         budgets=BudgetGuard(settings, resources.ledger),
-        engine=CascadeEngine(
-            providers, gpu_endpoints, gpu_pools=gpu_pools, tracing=resources.tracing
-        ),
+        engine=CascadeEngine(providers, gpu_pools, tracing=resources.tracing),
         providers=providers,
     )
 

@@ -128,7 +128,7 @@ def live_and_replayed(scenario: Scenario, directory: Path) -> tuple[list[tuple[o
     providers: dict[str, Provider] = {
         endpoint.name: ReplayProvider(endpoint) for endpoint in live_settings.endpoints
     }
-    engine = CascadeEngine(providers, frozenset())
+    engine = CascadeEngine(providers)
     biller = Biller(live_settings)
     live: list[RequestOutcome] = []
 

@@ -74,7 +74,7 @@ async def run(
     **route_fields: Any,
 ) -> Any:
     plan = make_plan("r", route(**route_fields), CoEOverrides(), headers or {})
-    engine = CascadeEngine(providers, frozenset())
+    engine = CascadeEngine(providers)
     return await engine.run(plan, MESSAGES, request_id="req-1", tenant="t")
 
 

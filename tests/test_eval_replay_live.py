@@ -89,7 +89,7 @@ async def test_live_engine_over_replay_endpoints_matches_the_replay(
 
     async with make_http_client() as client:
         providers = build_providers(settings.endpoints, client)
-        engine = CascadeEngine(providers, frozenset())
+        engine = CascadeEngine(providers)
 
         async def run(index: int) -> None:
             example = recording.examples[index]

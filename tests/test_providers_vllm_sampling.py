@@ -159,12 +159,15 @@ async def test_concurrent_calls_on_one_pool_are_billed_its_wall_time_once(pooled
         {"labels": ["yes", "no"], "threshold": 1.0, "tiers": [list(names)], "wait_for_all": True}
     )
     plan = make_plan("r", route, CoEOverrides(), {})
-    pools = {n: "url:http://gpu-1/v1" for n in names} if pooled else None
-    engine = CascadeEngine(providers, frozenset(names), gpu_pools=pools)
+    pools = {n: "url:http://gpu-1/v1" if pooled else f"endpoint:{n}" for n in names}
+    engine = CascadeEngine(providers, pools)
     messages = [{"role": "user", "content": "ok?"}]
     outcome = await engine.run(plan, messages, request_id="r", tenant="t")
     shares = [c.gpu_seconds for c in outcome.calls]
-    # Pooled: each call holds a third of the server for 0.2 s; their sum is the 0.2 s it was busy.
-    # Per endpoint name (the old key) each would be billed its whole wall time: 0.6 s in all.
-    expected = 0.2 if pooled else 0.6
-    assert sum(shares) == pytest.approx(expected, abs=0.05)
+    # Pooled: the calls share one clock, so their shares add up to the time the server was busy,
+    # at most the request's wall time. Per endpoint name (the old key) each call is billed its own
+    # whole wall time: at least 3 × 0.2 s in all.
+    if pooled:
+        assert 0.2 - 0.01 <= sum(shares) <= outcome.latency_ms / 1000.0
+    else:
+        assert sum(shares) >= 0.6 - 0.01

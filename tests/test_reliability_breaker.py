@@ -257,7 +257,7 @@ async def test_an_open_member_still_counts_in_the_denominator_so_unanimity_escal
         {"labels": ["yes", "no"], "threshold": 1, "tiers": [["a", "b", "c"], ["big"]]}
     )
     plan = make_plan("r", route, CoEOverrides(), {})
-    engine = CascadeEngine(providers, frozenset())
+    engine = CascadeEngine(providers)
 
     outcomes = [
         await engine.run(plan, [{"role": "user", "content": "Good?"}], request_id=f"r{i}",
