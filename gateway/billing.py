@@ -2,10 +2,12 @@
 
 A call's cost (``policies.pricing.price_call``):
 - token-priced endpoint: ``(tokens_in × usd_per_mtok_in + tokens_out × usd_per_mtok_out) / 10⁶``
-  with the upstream's ``usage``; a missing count is estimated (prompt: its characters / 4; output:
-  the answer's) and the cost marked ``estimated``. A cancelled or timed-out call is billed its
-  prompt tokens only, marked ``estimated``; a failed call with no usage costs nothing (hosted APIs
-  do not bill refused requests).
+  with the upstream's ``usage``, the prompt tokens it read from or wrote to its prompt cache
+  charged at the cache's multiples of the input rate (``policies.pricing``); a missing count is
+  estimated (prompt: its characters / 4; output: the answer's) and the cost marked
+  ``estimated``. A cancelled or timed-out call is billed its prompt tokens only, marked
+  ``estimated``; a failed call with no usage costs nothing (hosted APIs do not bill refused
+  requests).
 - GPU-priced endpoint (``gpu``): ``gpu_seconds × gpus × gpu_hour_usd / 3600``, where the engine's
   ``gpu_seconds`` is the call's time-weighted share of the endpoint (its wall time divided by the
   calls in flight there meanwhile). Cancelled or timed-out calls pay the time they held, marked
@@ -27,9 +29,11 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import TYPE_CHECKING
 
-from policies.pricing import Cost, Price, estimate_tokens, price_call
+from policies.pricing import Cost, Price, estimate_tokens, price_call, worst_case_usd
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gateway.config import RouteConfig, Settings
     from gateway.outcome import RequestOutcome
     from providers.base import CallRecord
@@ -79,6 +83,20 @@ class Biller:
         outcome.cost_usd = sum(c.cost_usd for c in outcome.calls)
         outcome.counterfactual_usd = self.counterfactual(outcome, route)
 
+    def worst_case(
+        self,
+        tiers: Sequence[Sequence[str]],
+        prompt_chars: int,
+        max_tokens: int,
+        deadline_s: float,
+    ) -> float:
+        """What a request may cost at most (``policies.pricing.worst_case_usd``): every endpoint
+        of every tier it may reach, on its prompt's estimated tokens (``prompt_chars`` / 4) and
+        ``max_tokens`` out, GPU-priced ones for the route's whole deadline."""
+        prompt_tokens = estimate_tokens(" " * prompt_chars)
+        prices = [self._prices[endpoint] for tier in tiers for endpoint in tier]
+        return worst_case_usd(prices, prompt_tokens, max_tokens, deadline_s)
+
     def price(self, call: CallRecord) -> Cost:
         price = self._prices[call.endpoint]
         stopped = call.status in _STOPPED
@@ -95,6 +113,9 @@ class Biller:
             call.tokens_out if call.tokens_out is not None else estimate_tokens(call.text),
             0.0,
             estimated=call.tokens_in is None or call.tokens_out is None,
+            cache_read_tokens=call.cache_read_tokens or 0,
+            cache_write_tokens=call.cache_write_tokens or 0,
+            cache_write_1h_tokens=call.cache_write_1h_tokens or 0,
         )
 
     def counterfactual(self, outcome: RequestOutcome, route: RouteConfig) -> float:

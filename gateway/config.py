@@ -56,6 +56,17 @@ class ServerConfig(_Model):
     # the longest route deadline_s, every request ends on its own (a 504 is recorded; a cancelled
     # request's calls are not).
     drain_timeout_s: float = Field(default=65.0, gt=0)
+    # Abusive clients (gateway.serve). A connection whose request line and headers are not all in
+    # within header_timeout_s is closed (slowloris); an idle keep-alive connection is closed after
+    # keepalive_timeout_s; past max_connections open connections (or requests in flight) uvicorn
+    # answers 503 until some close. Keep max_connections under the process's open-file limit.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
+    # Requests one tenant may have in flight at once; past it, 429 rate_limit_exceeded with a
+    # Retry-After. 0: no limit. Applies to keyed tenants (and admin keys), not to the anonymous
+    # tenant of a gateway without [[tenants]]. The one [server] key a reload applies.
+    max_concurrent_requests_per_tenant: int = Field(default=256, ge=0)
 
 
 class LedgerConfig(_Model):
@@ -160,6 +171,22 @@ class AdminConfig(_Model):
         return _check_digests(digests)
 
 
+class TelemetryConfig(_Model):
+    """OpenTelemetry traces (gateway.telemetry); the standard ``OTEL_*`` variables win."""
+
+    # The OTLP/HTTP collector's root (as OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces is added);
+    # tracing is on when this or an OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variable is set.
+    otlp_endpoint: str | None = None
+    service_name: str = Field(default="coe-gateway", min_length=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url
+
+
 def _check_digests(digests: tuple[str, ...]) -> tuple[str, ...]:
     for digest in digests:
         if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
@@ -175,6 +202,7 @@ class Settings(_Model):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     tenants: tuple[TenantConfig, ...] = ()
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -231,14 +259,22 @@ def _is_loopback(host: str) -> bool:
 
 def load_settings(path: str | Path) -> Settings:
     """Read and validate a config file; a problem raises ConfigError naming file and key."""
+    return read_config(path)[0]
+
+
+def read_config(path: str | Path) -> tuple[Settings, bytes]:
+    """``load_settings``, also returning the exact bytes read (a reload's version is their hash)."""
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = file.read_bytes()
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return parse_settings(raw, source=str(file))
+    return parse_settings(raw, source=str(file)), data
 
 
 def parse_settings(raw: dict[str, Any], source: str = "<config>") -> Settings:

@@ -7,7 +7,10 @@ CoEError
 ├── Forbidden           403   a key asking for what it may not see
 ├── NotFound            404   unknown route
 ├── PayloadTooLarge     413   body over server.max_body_bytes
-├── QuotaExceeded       429   the tenant's monthly budget is spent
+├── QuotaExceeded       429   the tenant's monthly budget cannot hold this request's worst case
+├── LedgerUnavailable   503   the ledger cannot commit (or reserve) now; sent with Retry-After
+├── TooManyRequests     429   the tenant has max_concurrent_requests_per_tenant in flight
+├── ReloadRefused       409   a config reload was refused; the running config keeps serving
 └── CascadeFailed             the cascade ran (and paid) but decided nothing; carries the outcome
     ├── UpstreamFailed  502   every endpoint of the last tier reached failed
     └── DeadlineExceeded 504  the request's deadline passed before a decision
@@ -70,6 +73,33 @@ class QuotaExceeded(CoEError):
     status_code = 429
     error_type = "insufficient_quota"
     code = "insufficient_quota"
+
+
+class TooManyRequests(CoEError):
+    """Answered with a ``Retry-After`` header of ``retry_after_s``."""
+
+    status_code = 429
+    error_type = "requests"  # as OpenAI types its request-rate 429s
+    code = "rate_limit_exceeded"
+    retry_after_s = 1
+
+
+class ReloadRefused(CoEError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "reload_refused"
+
+
+class LedgerUnavailable(CoEError):
+    """The ledger could not be opened, or cannot commit a request's rows or its budget reservation.
+
+    A request is never answered unrecorded: it gets this 503 instead, with a ``Retry-After``
+    header of ``retry_after_s`` (the writer retries the database about twice a second)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "ledger_unavailable"
+    retry_after_s = 1
 
 
 class CascadeFailed(CoEError):

@@ -10,10 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from prometheus_client.metrics_core import Metric
+
+    from gateway.ledger import LedgerStats
     from gateway.outcome import RequestOutcome
 
 # The classic text format every Prometheus reads; prometheus-client's own HTTP handler also
@@ -103,6 +109,31 @@ class Metrics:
             ["endpoint", "state"],
             registry=self.registry,
         )
+        self.config_info = Gauge(
+            "coe_config_info",
+            "The config version now serving (sha256 prefix of the config file): 1 on it.",
+            ["version"],
+            registry=self.registry,
+        )
+        self.config_requests = Counter(
+            "coe_config_requests",
+            "Requests answered, by the config version that served them.",
+            ["version"],
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "coe_config_reloads",
+            "Config reloads asked for, by result (reloaded, unchanged, invalid, restart_required).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "coe_rate_limited_requests",
+            "Requests refused with 429 rate_limit_exceeded (per-tenant concurrency), by tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self._config_version: str | None = None
         self._requests = _Children(self.requests)
         self._request_seconds = _Children(self.request_seconds)
         self._calls = _Children(self.calls)
@@ -116,6 +147,8 @@ class Metrics:
         self._requests(outcome.route, str(outcome.tier), outcome.decision, outcome.status).inc()
         self._request_seconds(outcome.route).observe(outcome.latency_ms / 1000)
         self._counterfactual(outcome.tenant, outcome.route).inc(outcome.counterfactual_usd)
+        if outcome.config_version is not None:
+            self.config_requests.labels(outcome.config_version).inc()
         for call in outcome.calls:
             self._calls(call.endpoint, call.status).inc()
             if call.status != "cancelled":
@@ -133,6 +166,52 @@ class Metrics:
         for known in BREAKER_STATES:
             self.breaker.labels(endpoint, known).set(1.0 if known == state else 0.0)
 
+    def watch_ledger(self, stats: Callable[[], LedgerStats]) -> None:
+        """Expose the ledger writer's state, read at each scrape."""
+        self.registry.register(_LedgerCollector(stats))
+
+    def set_config_version(self, version: str) -> None:
+        """``coe_config_info{version}``: 1 on the version now serving; the previous one is gone."""
+        if self._config_version is not None and self._config_version != version:
+            self.config_info.remove(self._config_version)
+        self._config_version = version
+        self.config_info.labels(version).set(1.0)
+
     def render(self) -> tuple[bytes, str]:
         """The exposition payload and its content type, for ``GET /metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE
+
+
+class _LedgerCollector:
+    """The ledger's availability and spool, read from its stats when scraped."""
+
+    def __init__(self, stats: Callable[[], LedgerStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "coe_ledger_available",
+            "1 while the ledger commits; 0 while it cannot (requests get 503 ledger_unavailable).",
+            value=1.0 if stats.available else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "coe_ledger_spooled_requests",
+            "Requests answered 503 whose calls wait in memory to be written to the ledger.",
+            value=stats.spooled,
+        )
+        yield CounterMetricFamily(
+            "coe_ledger_spool_written_requests",
+            "Spooled requests written to the ledger once it was back.",
+            value=stats.spool_written,
+        )
+        yield CounterMetricFamily(
+            "coe_ledger_unrecorded_requests",
+            "Requests whose upstream calls never reached the ledger (each logged with its cost).",
+            value=stats.unrecorded_requests,
+        )
+        yield CounterMetricFamily(
+            "coe_ledger_unrecorded_cost_usd",
+            "Cost in US dollars of the upstream calls that never reached the ledger.",
+            value=stats.unrecorded_cost_usd,
+        )

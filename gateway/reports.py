@@ -12,7 +12,8 @@ Besides totals, exits, counterfactual and groups, a report carries ``hourly_usd`
 hour of their GPU time, summed over the tier's endpoints), the cascade's blended hourly price
 (Σ share of requests exiting at tier k × hourly price of tier k, the seed paper's Table 2
 arithmetic) and the top tier's alone. A tier without GPU-priced calls in the window has no hourly
-price; the blended price then is null.
+price; the blended price then is null. ``reserved`` counts the budget reservations made in the
+window and not settled yet, with their worst-case sum.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def shape_report(
             for g in _sorted_groups(summary.groups, group_by)
         ],
         "hourly_usd": _hourly(summary),
+        # Budget reservations not settled yet (requests in flight, or left by a stopped process
+        # until they expire); not part of the totals.
+        "reserved": {
+            "requests": summary.reserved.requests,
+            "cost_usd": _cost(summary.reserved.cost_usd),
+        },
     }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 _SECONDS_PER_HOUR = 3600.0
 _TOKENS_PER_MTOK = 1_000_000.0
@@ -90,6 +90,19 @@ def _input_units(
         + (write - write_1h) * price.cache_write_multiplier
         + write_1h * price.cache_write_1h_multiplier
         + read * price.cache_read_multiplier
+    )
+
+
+def worst_case_usd(
+    prices: Iterable[Price], prompt_tokens: int, max_tokens: int, deadline_s: float
+) -> float:
+    """The most one request may cost, reserved against its tenant's budget before any call: one
+    call to every endpoint of every tier it may reach (``prices``, one per endpoint and tier),
+    each priced as if it read ``prompt_tokens`` at the input rate and wrote all ``max_tokens`` at
+    the output rate, or, GPU-priced, held its GPUs for the whole ``deadline_s``
+    (``deadline_s × gpus × gpu_hour_usd / 3600``)."""
+    return sum(
+        price_call(price, prompt_tokens, max_tokens, deadline_s).usd for price in prices
     )
 
 

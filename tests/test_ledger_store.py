@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import LedgerConfig
 from gateway.ledger import BatchingLedger, LedgerUnavailable, open_ledger
+from gateway.ledger._schema import MIGRATIONS
 from gateway.outcome import RequestOutcome
 from tests.ledger_fixtures import BACKENDS, call, fresh_query, ledger_url_for, outcome
 
@@ -40,7 +41,7 @@ async def test_migrations_are_applied_once(ledger_url: str) -> None:
     async with open_ledger(config):
         pass
     versions = fresh_query(ledger_url, "SELECT version FROM coe_schema_migrations")
-    assert [int(v) for (v,) in versions] == [1]
+    assert sorted(int(v) for (v,) in versions) == [m.version for m in MIGRATIONS]
 
 
 @pytest.mark.anyio

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.billing import Biller
 from gateway.config import Settings
 from tests.gateway_server import GatewayServer
 from tests.test_security_tenants import ACME_KEY, ADMIN_KEY, auth, costs, tenants_config
@@ -201,8 +202,13 @@ def test_a_response_is_billed_recorded_and_budgeted_like_a_chat_completion(
 ) -> None:
     # θ = 1, three agreeing tier-0 calls: the cost of one request (tests/test_security_tenants).
     one_request = 3 * (10 * 0.1 + 2 * 0.2) / 1e6
+    # A request starts only if spent + its worst case (reserved before dispatch) fits.
+    route = tenants_config(upstreams, "sqlite:///unused.db").routes["sentiment"]
+    worst = Biller(tenants_config(upstreams, "sqlite:///unused.db")).worst_case(
+        route.tiers, len(REVIEW), route.max_tokens, route.deadline_s
+    )
     settings = tenants_config(
-        upstreams, f"sqlite:///{tmp_path / 'ledger.db'}", acme_budget=one_request * 1.5
+        upstreams, f"sqlite:///{tmp_path / 'ledger.db'}", acme_budget=worst + one_request * 1.5
     )
     with GatewayServer(settings) as gateway, httpx.Client(base_url=gateway.url) as http:
         body = {"model": "sentiment", "input": REVIEW}

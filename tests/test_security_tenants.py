@@ -27,6 +27,9 @@ ADMIN_KEY, ADMIN_DIGEST = new_key()
 BODY = {"model": "sentiment", "messages": [{"role": "user", "content": "A fine film."}]}
 # θ = 1, three agreeing tier-0 calls of 10 + 2 tokens at $0.10 / $0.20 per Mtok.
 REQUEST_COST = 3 * (10 * 0.1 + 2 * 0.2) / 1e6
+# What a request reserves before dispatch: "A fine film." is ~3 prompt tokens, the route's
+# max_tokens 16 out, on every endpoint of both tiers (three at $0.10/$0.20, one at $2/$8).
+WORST_CASE = (3 * (3 * 0.1 + 16 * 0.2) + (3 * 2.0 + 16 * 8.0)) / 1e6
 
 
 def tenants_config(
@@ -181,13 +184,14 @@ def test_the_coe_extension_cannot_name_a_tenant(serve: Callable[..., httpx.Clien
 def test_one_tenants_spending_does_not_use_anothers_budget(
     serve: Callable[..., httpx.Client],
 ) -> None:
-    client = serve(acme_budget=REQUEST_COST * 1.5)
+    client = serve(acme_budget=WORST_CASE + REQUEST_COST * 1.5)
     for _ in range(5):
         assert complete(client, BETA_KEY).status_code == 200
 
     statuses = [complete(client, ACME_KEY).status_code for _ in range(3)]
 
-    # Spend is checked before a request, so acme's second request starts at 1 of 1.5 requests.
+    # A request starts only if spent + its worst case fits: acme's second starts at 1 request
+    # spent, its third (2 spent) does not; beta's spending never counted.
     assert statuses == [200, 200, 429]
     assert complete(client, BETA_KEY).status_code == 200
 

@@ -3,7 +3,10 @@ are one router per resource (``chat``, ``responses``, ``models``, ``costs``, ``o
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -13,20 +16,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
 from starlette.responses import Response
 
-from gateway.api import chat, costs, models, ops, responses
+from gateway.api import admin, chat, costs, models, ops, responses
 from gateway.api.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.protocol import decision_headers, error_body
 from gateway.api.state import STATE_KEY, AppState
-from gateway.billing import Biller
-from gateway.budgets import BudgetGuard
-from gateway.engine import CascadeEngine
-from gateway.errors import CascadeFailed, CoEError
+from gateway.errors import (
+    CascadeFailed,
+    CoEError,
+    LedgerUnavailable,
+    ReloadRefused,
+    TooManyRequests,
+)
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
+from gateway.reload import Resources, build_generation, settings_version
 from gateway.telemetry import TRACING_STATE_KEY, TraceMiddleware, open_tracing, tracing_wanted
-from gateway.tenants import KeyRing
 from providers.http import make_aiohttp_transport, make_http_client
-from providers.registry import build_providers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     import httpx
 
     from gateway.config import Settings
+    from gateway.reload import ConfigSource
 
 log = logging.getLogger("coe.app")
 
@@ -41,9 +47,16 @@ _JSON = "application/json"
 
 
 def create_app(
-    settings: Settings, *, http_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    source: ConfigSource | None = None,
+    version: str | None = None,
+    reload_on_sighup: bool = False,
 ) -> FastAPI:
-    """Build the app; nothing is opened until the lifespan starts."""
+    """Build the app; nothing is opened until the lifespan starts. With ``source`` (the file
+    ``settings`` came from, ``version`` its hash) ``POST /v1/coe/reload`` re-reads it, and so does
+    SIGHUP with ``reload_on_sighup`` (``coe serve``: the process's main thread owns signals)."""
     # Decided once, here: with tracing off no middleware is installed and the engine has no hooks.
     traced = tracing_wanted(settings.telemetry)
 
@@ -58,26 +71,17 @@ def create_app(
             if tracing is not None:
                 stack.push_async_callback(tracing.aclose)  # last out: after the ledger's flush
             metrics = Metrics()
-            providers = build_providers(
-                settings.endpoints, client, on_breaker_change=metrics.set_breaker_state
-            )
-            for provider in providers.values():
-                stack.push_async_callback(provider.aclose)
             ledger = await stack.enter_async_context(open_ledger(settings.ledger))
-            gpu_endpoints = frozenset(e.name for e in settings.endpoints if e.gpu is not None)
-            # GPU time is shared per server, not per endpoint name (EndpointConfig.gpu_meter_key).
-            gpu_pools = {e.name: e.gpu_meter_key for e in settings.endpoints if e.gpu is not None}
-            state = AppState(
-                settings=settings,
-                engine=CascadeEngine(
-                    providers, gpu_endpoints, gpu_pools=gpu_pools, tracing=tracing
-                ),
-                ledger=ledger,
-                keyring=KeyRing.from_settings(settings),
-                biller=Biller(settings),
-                budgets=BudgetGuard(settings, ledger),
-                metrics=metrics,
-            )
+            metrics.watch_ledger(lambda: ledger.stats)
+            # What the file decides is a generation (gateway.reload) a reload swaps; these stay.
+            resources = Resources(client, ledger, metrics, tracing)
+            first = build_generation(settings, version or settings_version(settings), resources)
+            state = AppState.from_generation(first, resources, source)
+            stack.push_async_callback(state.config.aclose)
+            metrics.set_config_version(first.version)
+            log.info("config loaded", extra={"config_version": first.version})
+            if reload_on_sighup and state.reloader is not None:
+                _reload_on_sighup(state, stack)
             yield {STATE_KEY: state, TRACING_STATE_KEY: tracing}
 
     app = FastAPI(title="CoE Gateway", version="0.1.0", lifespan=lifespan)
@@ -88,7 +92,14 @@ def create_app(
     app.add_exception_handler(CoEError, _coe_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for router in (chat.router, responses.router, models.router, costs.router, ops.router):
+    for router in (
+        chat.router,
+        responses.router,
+        models.router,
+        costs.router,
+        ops.router,
+        admin.router,
+    ):
         app.include_router(router)
     return app
 
@@ -104,7 +115,34 @@ async def _coe_error(_: Request, exc: Exception) -> Response:
     body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
     # A cascade that ran reached a tier and spent money: its 502/504 says which and how much.
     headers = decision_headers(exc.outcome) if isinstance(exc, CascadeFailed) else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"retry-after": str(exc.retry_after_s)}
+    if isinstance(exc, LedgerUnavailable):
+        headers = {"retry-after": str(exc.retry_after_s)}
     return _error_response(exc.status_code, body, headers)
+
+
+def _reload_on_sighup(state: AppState, stack: AsyncExitStack) -> None:
+    """SIGHUP reloads the config, as ``POST /v1/coe/reload`` does; only the main thread may."""
+    reloader = state.reloader
+    if reloader is None or threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await reloader.reload()
+        except ReloadRefused:
+            pass  # logged, counted and kept serving by the reloader
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

@@ -4,24 +4,40 @@ the answer, so billing and budgets cannot drift between them."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import orjson
 
 from gateway.api.state import app_state
-from gateway.errors import BadRequest, DeadlineExceeded, NotFound, UpstreamFailed
+from gateway.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    LedgerUnavailable,
+    NotFound,
+    TooManyRequests,
+    UpstreamFailed,
+)
 from gateway.plan import CoEOverrides, OutputFormat, make_plan
+from providers.prompting import prompt_chars
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from starlette.requests import Request
 
+    from gateway.api.state import AppState
     from gateway.api.structured import StructuredOutput
+    from gateway.ledger import Reservation
     from gateway.outcome import RequestOutcome
+    from gateway.reload import Generation
+    from gateway.tenants import Principal
 
 _Parsed = TypeVar("_Parsed")
+
+log = logging.getLogger("coe.request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +58,34 @@ async def serve_cascade(
     parsed request and an ``ok`` outcome, already billed and recorded. Raises the 4xx of a bad
     request or budget, and the 502/504 of a cascade that reached no answer (also recorded)."""
     state = app_state(request)
-    principal = state.keyring.authenticate(request.headers.get("authorization"))
+    # The config generation is taken once: a reload meanwhile leaves this request on its own.
+    with state.config.use() as config:
+        principal = config.keyring.authenticate(request.headers.get("authorization"))
+        # Keyed tenants only: without [[tenants]] everyone is one anonymous tenant.
+        limit = config.settings.server.max_concurrent_requests_per_tenant
+        if not config.keyring.requires_key:
+            limit = 0
+        try:
+            with state.tenant_limits.hold(principal.tenant, limit):
+                return await _serve(request, parse, state, config, principal)
+        except TooManyRequests:
+            state.metrics.rate_limited.labels(principal.tenant).inc()
+            raise
+
+
+async def _serve(
+    request: Request,
+    parse: Callable[[Any], tuple[_Parsed, CascadeCall]],
+    state: AppState,
+    config: Generation,
+    principal: Principal,
+) -> tuple[_Parsed, RequestOutcome]:
     try:
         payload = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
     parsed, call = parse(payload)
-    route = state.settings.routes.get(call.model)
+    route = config.settings.routes.get(call.model)
     if route is None:
         raise NotFound(f"the model {call.model!r} is not a route of this gateway", param="model")
     output = (
@@ -62,19 +99,57 @@ async def serve_cascade(
         else None
     )
     plan = make_plan(call.model, route, call.overrides, request.headers, output)
-    await state.budgets.check(principal.tenant)
-    outcome = await state.engine.run(
-        plan,
-        call.messages,
+    # A ledger known to be out refuses (503) before any upstream call is paid for.
+    state.ledger.ensure_available()
+    reservation = await config.budgets.reserve(
+        principal.tenant,
+        config.biller.worst_case(
+            plan.tiers, prompt_chars(call.messages), call.max_tokens or route.max_tokens,
+            route.deadline_s,
+        ),
         request_id=request.state.request_id,
-        tenant=principal.tenant,
-        max_tokens=call.max_tokens,
+        deadline_s=route.deadline_s,
     )
-    state.biller.bill(outcome, route)
-    await state.ledger.record(outcome)
+    try:
+        outcome = await config.engine.run(
+            plan,
+            call.messages,
+            request_id=request.state.request_id,
+            tenant=principal.tenant,
+            max_tokens=call.max_tokens,
+        )
+    except BaseException:
+        if reservation is not None:
+            await _release(state, reservation)
+        raise
+    outcome.config_version = config.version
+    config.biller.bill(outcome, route)
+    # Settles the reservation in the rows' transaction; a 503 if the ledger cannot commit.
+    await state.ledger.record(outcome, reservation=reservation)
     state.metrics.observe(outcome)
+    log.info(
+        "request",
+        extra={
+            "route": outcome.route,
+            "tenant": outcome.tenant,
+            "status": outcome.status,
+            "tier": outcome.tier,
+            "latency_ms": round(outcome.latency_ms, 1),
+            "config_version": config.version,
+        },
+    )
     _raise_for_failure(outcome)
     return parsed, outcome
+
+
+async def _release(state: AppState, reservation: Reservation) -> None:
+    """Give back the reservation of a request that ended without an outcome to bill; if the
+    ledger cannot, the reservation expires."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await state.ledger.release(reservation)
+        except LedgerUnavailable:
+            log.warning("reservation of request %s left to expire", reservation.request_id)
 
 
 def _raise_for_failure(outcome: RequestOutcome) -> None:

@@ -1,7 +1,10 @@
-"""What operators poll: ``GET /healthz`` (liveness) and ``GET /metrics`` (Prometheus)."""
+"""What operators poll: ``GET /healthz`` (liveness: the process answers), ``GET /readyz``
+(readiness, for load balancers: 200 while the ledger commits, 503 while it cannot, when every
+cascade request would get 503 too) and ``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
 from starlette.responses import Response
@@ -15,6 +18,19 @@ router = APIRouter()
 @router.get("/healthz")
 async def healthz(_: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    ledger = app_state(request).ledger
+    ready, reason = await ledger.readiness()
+    body = {"status": "ready" if ready else "unavailable", "ledger": reason}
+    return Response(
+        orjson.dumps(body),
+        status_code=200 if ready else 503,
+        media_type="application/json",
+        headers=None if ready else {"retry-after": "1"},
+    )
 
 
 @router.get("/metrics")

@@ -97,6 +97,12 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     summary.add_row("GPU seconds", f"{totals['gpu_seconds']:.1f}")
     for tier, count in report["exits_by_tier"].items():
         summary.add_row(f"answered at tier {tier}", str(count))
+    reserved = report.get("reserved") or {}
+    if reserved.get("requests"):
+        summary.add_row(
+            "reserved, unsettled (USD)",
+            f"{reserved['cost_usd']:.6f} ({reserved['requests']} requests)",
+        )
     console.print(summary)
 
     groups = Table(title=f"By {report['group_by']}")

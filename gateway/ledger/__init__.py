@@ -1,26 +1,32 @@
 """The ledger: one row per request and per upstream call, in SQLite or PostgreSQL.
 
 ``open_ledger(config)`` opens the database named by ``[ledger] url``, applies the schema's
-migrations, and runs the writer task for as long as the context is open.
+migrations, releases budget reservations past their expiry (left by a process that stopped
+before settling them), and runs the writer task for as long as the context is open.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
 
+from gateway.errors import LedgerUnavailable
 from gateway.ledger._base import (
     GROUP_BYS,
     Exits,
     GpuUsage,
     Group,
     GroupBy,
+    Hold,
     Ledger,
     LedgerStats,
     LedgerSummary,
-    LedgerUnavailable,
+    Reservation,
+    Reserved,
     Totals,
     Window,
     month_key,
@@ -35,6 +41,8 @@ if TYPE_CHECKING:
     from gateway.config import LedgerConfig
     from gateway.ledger._sql import SqlStore
 
+log = logging.getLogger("coe.ledger")
+
 __all__ = [
     "BatchingLedger",
     "Exits",
@@ -42,10 +50,13 @@ __all__ = [
     "GpuUsage",
     "Group",
     "GroupBy",
+    "Hold",
     "Ledger",
     "LedgerStats",
     "LedgerSummary",
     "LedgerUnavailable",
+    "Reservation",
+    "Reserved",
     "SQLITE_PREFIX",
     "Totals",
     "Window",
@@ -86,6 +97,13 @@ def _open_store(url: str) -> SqlStore:
         store = PostgresStore(url)
     try:
         store.apply_migrations()
+        released, amount = store.release_expired(datetime.now(UTC))
+        if released:
+            log.warning(
+                "released %d expired budget reservation(s) of $%.6f left unsettled",
+                released,
+                amount,
+            )
     except BaseException:
         store.close()
         raise

@@ -7,17 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from gateway.errors import CoEError
-
 if TYPE_CHECKING:
     from gateway.outcome import RequestOutcome
 
 GroupBy = Literal["route", "tier", "endpoint", "day", "tag"]
 GROUP_BYS: tuple[GroupBy, ...] = ("route", "tier", "endpoint", "day", "tag")
-
-
-class LedgerUnavailable(CoEError):
-    """The ledger could not be opened or could not commit a request's rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +63,42 @@ class GpuUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class Reserved:
+    """Budget reservations not settled yet: requests in flight, or left by a stopped process
+    (released once they expire)."""
+
+    requests: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerSummary:
     totals: Totals
     exits: tuple[Exits, ...]
     groups: tuple[Group, ...]
     gpu_usage: tuple[GpuUsage, ...]
+    reserved: Reserved = Reserved()
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A request's worst-case cost, held against its tenant's budget until settled or released."""
+
+    reservation_id: str
+    request_id: str
+    tenant: str
+    month: str
+    amount_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a reservation attempt found: the reservation, or None when it did not fit; and the
+    tenant-month's committed spend and reserved sum (including this reservation, when made)."""
+
+    reservation: Reservation | None
+    spent_usd: float
+    reserved_usd: float
 
 
 @dataclass(slots=True)
@@ -83,7 +108,17 @@ class LedgerStats:
     commits: int = 0
     requests: int = 0
     calls: int = 0
+    # Requests whose ``record`` raised (their client got 503): spooled, or unrecorded.
     failed_requests: int = 0
+    # Whether the last write (or retry) committed; false while the database is out.
+    available: bool = True
+    # Failed requests held in memory, written once the database is back; how many were.
+    spooled: int = 0
+    spool_written: int = 0
+    # Requests whose calls never reached the ledger (a row the database refuses, a full spool,
+    # or a spool still held at shutdown): each is logged with its cost.
+    unrecorded_requests: int = 0
+    unrecorded_cost_usd: float = 0.0
 
 
 def month_key(moment: datetime) -> str:
@@ -102,8 +137,37 @@ class Ledger(ABC):
     """Durable record of every request and upstream call, and the sums reports are made of."""
 
     @abstractmethod
-    async def record(self, outcome: RequestOutcome) -> None:
-        """Return once the request's row and all its call rows are committed."""
+    async def record(
+        self, outcome: RequestOutcome, *, reservation: Reservation | None = None
+    ) -> None:
+        """Return once the request's row and all its call rows are committed, with its budget
+        reservation (if any) settled to its cost in the same transaction."""
+
+    @abstractmethod
+    def ensure_available(self) -> None:
+        """Raise ``LedgerUnavailable`` while the ledger is known not to commit."""
+
+    @abstractmethod
+    async def readiness(self) -> tuple[bool, str]:
+        """Whether the ledger commits now, and a reason when not (``/readyz``)."""
+
+    @abstractmethod
+    async def reserve(
+        self,
+        tenant: str,
+        amount_usd: float,
+        budget_usd: float,
+        *,
+        request_id: str,
+        expires_in_s: float,
+        now: datetime | None = None,
+    ) -> Hold:
+        """Add ``amount_usd`` to the tenant-month's reserved sum if spent + reserved + amount ≤
+        budget (and spent < budget), atomically across processes."""
+
+    @abstractmethod
+    async def release(self, reservation: Reservation) -> None:
+        """Give a reservation back unsettled (its request made no call to bill)."""
 
     @abstractmethod
     async def spent_this_month(self, tenant: str, *, now: datetime | None = None) -> float:

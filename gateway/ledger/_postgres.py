@@ -2,6 +2,12 @@
 
 A small psycopg connection pool serves the writer and the readers; reports read in one
 REPEATABLE READ snapshot so their sums agree with each other.
+
+When the database goes away the pool reconnects by itself: each connection is checked as it is
+handed out (a closed one is replaced, not used), a wait for a connection gives up after
+``POOL_TIMEOUT_S`` (the request then gets 503), and a reconnection attempt gives up after
+``RECONNECT_TIMEOUT_S``, so the next use starts a fresh one at once instead of waiting out the
+pool's exponential back-off (1, 2, 4, 8 … s): service resumes within seconds of the database.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gateway.ledger._base import LedgerUnavailable
+from gateway.errors import LedgerUnavailable
 from gateway.ledger._schema import POSTGRES
 from gateway.ledger._sql import SqlStore
 
@@ -24,6 +30,8 @@ if TYPE_CHECKING:
 
 POOL_MAX_SIZE = 8
 CONNECT_TIMEOUT_S = 10.0
+POOL_TIMEOUT_S = 2.0
+RECONNECT_TIMEOUT_S = 2.0
 
 
 class _PostgresSession:
@@ -44,7 +52,14 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         self._pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
-            url, min_size=1, max_size=POOL_MAX_SIZE, open=False, name="coe-ledger"
+            url,
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            open=False,
+            name="coe-ledger",
+            timeout=POOL_TIMEOUT_S,
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)

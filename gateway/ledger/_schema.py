@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.ledger._base import LedgerUnavailable, as_utc
+from gateway.errors import LedgerUnavailable
+from gateway.ledger._base import as_utc
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -138,6 +139,32 @@ MIGRATIONS: tuple[Migration, ...] = (
                 requests BIGINT NOT NULL,
                 PRIMARY KEY (tenant, month)
             )""",
+        ),
+    ),
+    Migration(
+        2,
+        "the config version (gateway.reload) that served each request",
+        ("ALTER TABLE coe_requests ADD COLUMN config_version TEXT",),
+    ),
+    Migration(
+        3,
+        "budget reservations: a row per request in flight and the counter's reserved sum",
+        (
+            "ALTER TABLE coe_tenant_spend ADD COLUMN reserved_usd {real} NOT NULL DEFAULT 0",
+            # reservation_id is the gateway's own (clients choose request ids, and may reuse one);
+            # month is the counter the amount was added to; expires_at = created_at + the route's
+            # deadline + a margin, after which any process may release it.
+            """CREATE TABLE coe_reservations (
+                reservation_id TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                month TEXT NOT NULL,
+                amount_usd {real} NOT NULL,
+                created_at {ts} NOT NULL,
+                expires_at {ts} NOT NULL
+            )""",
+            "CREATE INDEX coe_reservations_tenant ON coe_reservations (tenant, month, expires_at)",
+            "CREATE INDEX coe_reservations_expiry ON coe_reservations (expires_at)",
         ),
     ),
 )

@@ -4,12 +4,20 @@ Everything here is synchronous and runs in a worker thread; the writer task in `
 only caller of ``write``, so batches never race each other within one process. Across processes
 the spend counter is an upsert inside the batch's transaction, so it always equals the sum of the
 committed requests, and counters are locked in (tenant, month) order to avoid deadlocks.
+
+Budget reservations (``reserve``) are one conditional UPDATE of the tenant-month's counter,
+``reserved_usd = reserved_usd + r WHERE cost_usd + reserved_usd + r <= budget``: PostgreSQL
+re-checks the condition on the row it locked, SQLite runs it under ``BEGIN IMMEDIATE``, so it is
+atomic across processes without a read-then-write. Every transaction that removes reservation rows
+(settling in ``write``, ``release``, expiry) deletes them first and then updates counters, so the
+lock order is the same everywhere.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -17,7 +25,10 @@ from gateway.ledger._base import (
     Exits,
     GpuUsage,
     Group,
+    Hold,
     LedgerSummary,
+    Reservation,
+    Reserved,
     Totals,
     month_key,
 )
@@ -26,6 +37,7 @@ from gateway.ledger._schema import migrate
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from contextlib import AbstractContextManager
+    from datetime import datetime
 
     from gateway.ledger._base import GroupBy, Window
     from gateway.ledger._schema import Dialect, Session
@@ -36,7 +48,7 @@ Row = tuple[object, ...]
 _INSERT_REQUEST = (
     "INSERT INTO coe_requests (request_id, tenant, route, tier, decision, agreement, threshold, "
     "policy, status, answer, cost_usd, counterfactual_usd, tokens_in, tokens_out, gpu_seconds, "
-    "latency_ms, tags, created_at) VALUES (" + ", ".join(["%s"] * 18) + ")"
+    "latency_ms, tags, created_at, config_version) VALUES (" + ", ".join(["%s"] * 19) + ")"
 )
 _INSERT_CALL = (
     "INSERT INTO coe_calls (request_id, call_index, tenant, route, tier, endpoint, status, "
@@ -46,12 +58,31 @@ _INSERT_CALL = (
 _INSERT_TAG = (
     "INSERT INTO coe_request_tags (request_id, tag, tenant, created_at) VALUES (%s, %s, %s, %s)"
 )
+# The last parameter is the reserved amount the batch settles (removes) from the counter.
 _ADD_SPEND = (
-    "INSERT INTO coe_tenant_spend (tenant, month, cost_usd, requests) VALUES (%s, %s, %s, %s) "
+    "INSERT INTO coe_tenant_spend (tenant, month, cost_usd, requests, reserved_usd) "
+    "VALUES (%s, %s, %s, %s, 0) "
     "ON CONFLICT (tenant, month) DO UPDATE SET "
     "cost_usd = coe_tenant_spend.cost_usd + excluded.cost_usd, "
-    "requests = coe_tenant_spend.requests + excluded.requests"
+    "requests = coe_tenant_spend.requests + excluded.requests, "
+    "reserved_usd = coe_tenant_spend.reserved_usd - %s"
 )
+_OPEN_COUNTER = (
+    "INSERT INTO coe_tenant_spend (tenant, month, cost_usd, requests, reserved_usd) "
+    "VALUES (%s, %s, 0, 0, 0) ON CONFLICT (tenant, month) DO NOTHING"
+)
+_RESERVE = (
+    "UPDATE coe_tenant_spend SET reserved_usd = reserved_usd + %s "
+    "WHERE tenant = %s AND month = %s AND cost_usd < %s AND cost_usd + reserved_usd + %s <= %s "
+    "RETURNING cost_usd, reserved_usd"
+)
+_INSERT_RESERVATION = (
+    "INSERT INTO coe_reservations (reservation_id, request_id, tenant, month, amount_usd, "
+    "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+# What an unanswered request's row says: its client got 503 (ledger unavailable), its calls were
+# made, and they are billed once the spool that held them is written.
+UNANSWERED_STATUS = "ledger_unavailable"
 
 
 class SqlStore(ABC):
@@ -70,15 +101,24 @@ class SqlStore(ABC):
         with self.transaction(write=True) as session:
             return migrate(session, self.dialect)
 
-    def write(self, outcomes: Sequence[RequestOutcome]) -> None:
-        """Commit the outcomes' rows and spend, all in one transaction."""
+    def write(
+        self,
+        outcomes: Sequence[RequestOutcome],
+        *,
+        settle: Sequence[Reservation] = (),
+        unanswered: bool = False,
+    ) -> None:
+        """Commit the outcomes' rows and spend, and settle their reservations (remove them and
+        their amounts from the reserved sums; one released meanwhile is gone already), all in one
+        transaction. ``unanswered``: the rows of requests whose client got 503."""
         requests: list[Row] = []
         calls: list[Row] = []
         tags: list[Row] = []
         spend: defaultdict[tuple[str, str], float] = defaultdict(float)
         counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         for outcome in outcomes:
-            requests.append(self._request_row(outcome))
+            row = self._request_row(outcome)
+            requests.append((*row[:8], UNANSWERED_STATUS, *row[9:]) if unanswered else row)
             calls.extend(self._call_rows(outcome))
             created = self.dialect.time(outcome.created_at)
             for tag in dict.fromkeys(outcome.tags):
@@ -92,10 +132,108 @@ class SqlStore(ABC):
                 session.executemany(_INSERT_CALL, calls)
             if tags:
                 session.executemany(_INSERT_TAG, tags)
-            for tenant, month in sorted(spend):
+            released = _delete_reservations(
+                session, "reservation_id", sorted(r.reservation_id for r in settle)
+            )
+            for tenant, month in sorted(spend.keys() | released.keys()):
                 session.execute(
-                    _ADD_SPEND, (tenant, month, spend[tenant, month], counts[tenant, month])
+                    _ADD_SPEND,
+                    (
+                        tenant,
+                        month,
+                        spend.get((tenant, month), 0.0),
+                        counts.get((tenant, month), 0),
+                        released.get((tenant, month), 0.0),
+                    ),
                 )
+
+    def reserve(
+        self,
+        tenant: str,
+        amount_usd: float,
+        budget_usd: float,
+        *,
+        request_id: str,
+        reservation_id: str,
+        now: datetime,
+        expires_in_s: float,
+    ) -> Hold:
+        """One transaction: release the tenant-month's expired reservations, then add this one
+        if it fits (the conditional UPDATE), and record its row."""
+        month = month_key(now)
+        created = self.dialect.time(now)
+        with self.transaction(write=True) as session:
+            expired = session.execute(
+                "DELETE FROM coe_reservations WHERE tenant = %s AND month = %s AND expires_at < %s "
+                "RETURNING amount_usd",
+                (tenant, month, created),
+            )
+            session.execute(_OPEN_COUNTER, (tenant, month))
+            if expired:
+                session.execute(
+                    "UPDATE coe_tenant_spend SET reserved_usd = reserved_usd - %s "
+                    "WHERE tenant = %s AND month = %s",
+                    (sum(_float(r[0]) for r in expired), tenant, month),
+                )
+            rows = session.execute(
+                _RESERVE, (amount_usd, tenant, month, budget_usd, amount_usd, budget_usd)
+            )
+            if not rows:
+                ((spent, reserved),) = session.execute(
+                    "SELECT cost_usd, reserved_usd FROM coe_tenant_spend "
+                    "WHERE tenant = %s AND month = %s",
+                    (tenant, month),
+                )
+                return Hold(None, _float(spent), _float(reserved))
+            reservation = Reservation(reservation_id, request_id, tenant, month, amount_usd)
+            session.execute(
+                _INSERT_RESERVATION,
+                (
+                    reservation_id,
+                    request_id,
+                    tenant,
+                    month,
+                    amount_usd,
+                    created,
+                    self.dialect.time(now + timedelta(seconds=expires_in_s)),
+                ),
+            )
+            ((spent, reserved),) = rows
+            return Hold(reservation, _float(spent), _float(reserved))
+
+    def release(self, reservation_ids: Sequence[str]) -> None:
+        """Give reservations back unsettled (one released already is skipped)."""
+        with self.transaction(write=True) as session:
+            released = _delete_reservations(session, "reservation_id", sorted(reservation_ids))
+            _subtract_reserved(session, released)
+
+    def release_expired(self, now: datetime) -> tuple[int, float]:
+        """Release every reservation past its expiry, whichever process made it: how many and
+        their sum. Run at start; the reservation path also releases its tenant's own."""
+        with self.transaction(write=True) as session:
+            rows = session.execute(
+                "DELETE FROM coe_reservations WHERE expires_at < %s "
+                "RETURNING tenant, month, amount_usd",
+                (self.dialect.time(now),),
+            )
+            released: defaultdict[tuple[str, str], float] = defaultdict(float)
+            for tenant, month, amount in rows:
+                released[str(tenant), str(month)] += _float(amount)
+            _subtract_reserved(session, released)
+        return len(rows), sum(released.values())
+
+    def reserved(self, tenant: str, month: str) -> float:
+        with self.transaction(write=False) as session:
+            rows = session.execute(
+                "SELECT reserved_usd FROM coe_tenant_spend WHERE tenant = %s AND month = %s",
+                (tenant, month),
+            )
+        return _float(rows[0][0]) if rows else 0.0
+
+    def ping(self) -> None:
+        """A round trip to the database; raises when it cannot be reached."""
+        with self.transaction(write=False) as session:
+            session.execute("SELECT 1")
 
     def spent(self, tenant: str, month: str) -> float:
         with self.transaction(write=False) as session:
@@ -112,6 +250,7 @@ class SqlStore(ABC):
                 exits=self._exits(session, window),
                 groups=self._groups(session, window, group_by),
                 gpu_usage=self._gpu_usage(session, window),
+                reserved=self._reserved(session, window),
             )
 
     def _request_row(self, outcome: RequestOutcome) -> Row:
@@ -134,6 +273,7 @@ class SqlStore(ABC):
             outcome.latency_ms,
             ",".join(dict.fromkeys(outcome.tags)),
             self.dialect.time(outcome.created_at),
+            outcome.config_version,
         )
 
     def _call_rows(self, outcome: RequestOutcome) -> Iterator[Row]:
@@ -195,6 +335,13 @@ class SqlStore(ABC):
             tokens_out=_int(row[4]),
             gpu_seconds=_float(row[5]),
         )
+
+    def _reserved(self, session: Session, window: Window) -> Reserved:
+        where, params = self._where(window)
+        ((count, amount),) = session.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(amount_usd), 0) FROM coe_reservations{where}", params
+        )
+        return Reserved(_int(count), _float(amount))
 
     def _exits(self, session: Session, window: Window) -> tuple[Exits, ...]:
         where, params = self._where(window)
@@ -263,6 +410,32 @@ class SqlStore(ABC):
             params,
         )
         return _merge([*requests, *untagged], [*calls, *untagged_calls])
+
+
+def _delete_reservations(
+    session: Session, column: str, values: Sequence[str]
+) -> dict[tuple[str, str], float]:
+    """Delete the reservations whose ``column`` is one of ``values``; their sums per counter."""
+    released: defaultdict[tuple[str, str], float] = defaultdict(float)
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        rows = session.execute(
+            f"DELETE FROM coe_reservations WHERE {column} IN ({', '.join(['%s'] * len(chunk))}) "
+            "RETURNING tenant, month, amount_usd",
+            chunk,
+        )
+        for tenant, month, amount in rows:
+            released[str(tenant), str(month)] += _float(amount)
+    return dict(released)
+
+
+def _subtract_reserved(session: Session, released: dict[tuple[str, str], float]) -> None:
+    for tenant, month in sorted(released):
+        session.execute(
+            "UPDATE coe_tenant_spend SET reserved_usd = reserved_usd - %s "
+            "WHERE tenant = %s AND month = %s",
+            (released[tenant, month], tenant, month),
+        )
 
 
 def _merge(requests: Sequence[Row], calls: Sequence[Row]) -> tuple[Group, ...]:

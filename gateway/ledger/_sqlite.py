@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,10 +65,15 @@ class SqliteStore(SqlStore):
             connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SqliteSession(connection)
+                connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                # Also when COMMIT itself failed (a full disk): the connection must not stay in
+                # the transaction, or every later BEGIN would fail. SQLite may have rolled back
+                # already (I/O errors), so the rollback is only attempted while one is open.
+                if connection.in_transaction:
+                    with suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
