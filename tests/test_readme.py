@@ -25,6 +25,7 @@ import ast
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shlex
 import tomllib
@@ -163,8 +164,12 @@ def check_command(argv: list[str]) -> None:
         check_pip(argv)
     elif program in ("python", "python3"):
         check_python_module(argv)
-    elif program == "pytest":
+    elif program in ("pytest", "lint-imports"):
         pass
+    elif "/" in argv[0] and not argv[0].startswith(".venv/"):
+        # A script of the repository's own, e.g. tests/vllm_env.sh.
+        script = ROOT / argv[0]
+        assert script.is_file() and os.access(script, os.X_OK), f"{argv[0]}: no such script"
     else:
         raise AssertionError(f"a README command this test does not know: {shlex.join(argv)}")
 
@@ -192,6 +197,8 @@ def test_the_bash_checks_catch_what_they_are_for() -> None:
         check_command(["python", "-m", "bench.no_such_module"])
     with pytest.raises(AssertionError):
         check_command(["curl", "http://127.0.0.1:8000/healthz"])
+    with pytest.raises(AssertionError):
+        check_command(["tests/no_such_script.sh"])
     with pytest.raises(AssertionError):
         check_inline_coe("coe demo --no-such-flag")
     with pytest.raises(AssertionError):
