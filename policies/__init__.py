@@ -1,8 +1,24 @@
 """Pure decision logic shared by the live engine and ``coe eval replay``: reading answers, the
-agreement vote, the confidence baseline, how a tier and a cascade are decided, pricing and GPU-time
-shares. No I/O, no clocks."""
+agreement vote, the confidence baseline, how a tier and a cascade are decided, pricing, GPU-time
+shares, and the quality audit's arithmetic (intervals, θ from a target agreement). No I/O, no
+clocks."""
 
 from policies.answers import AnswerSpec, Task, normalise
+from policies.audit import (
+    PatternBound,
+    PatternEvidence,
+    PatternReport,
+    ThresholdChoice,
+    ThresholdOption,
+    VotePattern,
+    audit_report,
+    choose_threshold,
+    clopper_pearson,
+    collect_evidence,
+    lower_bound,
+    pattern_report,
+    wilson,
+)
 from policies.cascade import (
     Arrival,
     Cascade,
@@ -32,25 +48,38 @@ __all__ = [
     "ExitKind",
     "ExitStatus",
     "GpuShareMeter",
+    "PatternBound",
+    "PatternEvidence",
+    "PatternReport",
     "Policy",
     "Price",
     "ShareTicket",
     "Tally",
     "Task",
+    "ThresholdChoice",
+    "ThresholdOption",
     "TierResult",
     "TokenLogprob",
     "Verdict",
+    "VotePattern",
     "answer_probability",
+    "audit_report",
     "blended_hourly_usd",
+    "choose_threshold",
+    "clopper_pearson",
+    "collect_evidence",
     "conclude",
     "decide",
     "decide_confidence",
     "estimate_tokens",
+    "lower_bound",
     "mean_logprob",
     "normalise",
     "parse_threshold",
+    "pattern_report",
     "plurality",
     "price_call",
     "reaches",
     "token_f1",
+    "wilson",
 ]

@@ -1,13 +1,15 @@
 """``coe eval record`` (every endpoint answers every example), ``coe eval replay`` (simulate any
-cascade over such a recording, without calling a model) and ``coe eval search`` (which models to
-cascade, at which θ, from one recording)."""
+cascade over such a recording, without calling a model), ``coe eval search`` (which models to
+cascade, at which θ, from one recording) and ``coe eval calibrate`` (θ from a target agreement
+with the top tier, with a confidence bound)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -26,6 +28,12 @@ from rich.text import Text
 
 from gateway.config import load_settings
 from gateway.errors import CoEError
+from gateway.evaluation.calibrate import (
+    DEFAULT_MIN_SAMPLES,
+    calibrate,
+    calibration_json,
+    calibration_text,
+)
 from gateway.evaluation.record import RecordSummary, record_run
 from gateway.evaluation.replay import (
     CONFIDENCE_GRID,
@@ -168,6 +176,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     search.set_defaults(func=run_search_command)
 
+    calibrate_cmd = commands.add_parser(
+        "calibrate",
+        help="pick θ from a target agreement with the top tier, with a confidence bound",
+        description="From one full-information recording (every request audited: a census), "
+        "compute tier 0's vote pattern per request and whether it agrees with the top tier's "
+        "answer; pick the loosest allowed θ every vote pattern of which it accepts has at least "
+        "--min-samples audited and a one-sided lower confidence bound (Clopper-Pearson) on its "
+        "agreement at least the target, else the strictest; report that θ served on the "
+        "held-out half (--split): its agreement with the top tier, accuracy and cost. The same "
+        "arithmetic as the live audit (policies.audit).",
+    )
+    calibrate_cmd.add_argument("recording", type=Path, metavar="RUN.jsonl")
+    calibrate_cmd.add_argument(
+        "--target-agreement", type=float,
+        help="the agreement with the top tier to guarantee, in (0, 1] (or the route's "
+        "target_agreement from --route-toml)",
+    )
+    calibrate_cmd.add_argument(
+        "--confidence", type=float,
+        help="the confidence of the guarantee, in (0, 1) (default 0.95, or the route's)",
+    )
+    calibrate_cmd.add_argument(
+        "--min-samples", type=int,
+        help=f"audited requests each accepted vote pattern needs (default {DEFAULT_MIN_SAMPLES}, "
+        "or the route's min_samples)",
+    )
+    calibrate_cmd.add_argument(
+        "--thresholds",
+        help="allowed θ values, comma-separated (default: the route's thresholds, else "
+        + ",".join(fraction_text(t) for t in DEFAULT_THRESHOLDS) + ")",
+    )
+    route_source = calibrate_cmd.add_mutually_exclusive_group()
+    route_source.add_argument(
+        "--tiers",
+        help='the route\'s tiers: endpoints comma-separated, tiers semicolon-separated, e.g. '
+        '"a,b,c;d" (default: the recording\'s route)',
+    )
+    route_source.add_argument(
+        "--route-toml", type=Path,
+        help="take the tiers (and thresholds, target_agreement, confidence, min_samples when "
+        "present) from the route of this config file, e.g. coe eval search --toml-out",
+    )
+    calibrate_cmd.add_argument(
+        "--split", action="store_true",
+        help="choose on the even-indexed examples; report the choice on the odd-indexed ones",
+    )
+    calibrate_cmd.add_argument("--format", choices=("table", "json"), default="table")
+    calibrate_cmd.set_defaults(func=run_calibrate_command)
+
 
 def _floats(raw: str, option: str, parse: type[float] | None = None) -> list[float]:
     values: list[float] = []
@@ -240,6 +297,79 @@ def run_search_command(args: argparse.Namespace) -> int:
         console = Console(width=None if sys.stdout.isatty() else 200)
         print_search(report, recording.header, console, path)
     return 0
+
+
+def run_calibrate_command(args: argparse.Namespace) -> int:
+    recording = read_recording(args.recording)
+    if not recording.examples:
+        raise CoEError(f"{args.recording}: the recording holds no examples yet")
+    route: dict[str, Any] = {}
+    tiers: list[list[str]] | None = None
+    if args.route_toml is not None:
+        route = _toml_route(args.route_toml, recording.header.route_name)
+        tiers = route.get("tiers")
+    elif args.tiers:
+        tiers = [
+            [name.strip() for name in tier.split(",") if name.strip()]
+            for tier in args.tiers.split(";")
+        ]
+    raw_thresholds = args.thresholds
+    if raw_thresholds is None and "thresholds" in route:
+        raw_thresholds = ",".join(str(value) for value in route["thresholds"])
+    if raw_thresholds is None:
+        raw_thresholds = ",".join(fraction_text(t) for t in DEFAULT_THRESHOLDS)
+    thresholds = _floats(raw_thresholds, "--thresholds")
+    if not thresholds:
+        raise CoEError("--thresholds: give at least one θ")
+    target = _pick(args.target_agreement, route, "target_agreement", None)
+    if target is None:
+        raise CoEError("--target-agreement: required (or target_agreement in --route-toml)")
+    confidence = _pick(args.confidence, route, "confidence", 0.95)
+    min_samples = _pick(args.min_samples, route, "min_samples", DEFAULT_MIN_SAMPLES)
+    try:
+        result = calibrate(
+            recording,
+            target=float(target),
+            confidence=float(confidence),
+            min_samples=int(min_samples),
+            thresholds=thresholds,
+            tiers=tiers,
+            split=args.split,
+        )
+    except ValueError as exc:
+        raise CoEError(f"coe eval calibrate: {exc}") from None
+    path = str(args.recording)
+    if args.format == "json":
+        report = calibration_json(result, path)
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(calibration_text(result, path) + "\n")
+    return 0
+
+
+def _pick(given: Any, route: dict[str, Any], key: str, default: Any) -> Any:
+    return given if given is not None else route.get(key, default)
+
+
+def _toml_route(path: Path, name: str) -> dict[str, Any]:
+    """The route called ``name`` in a config file, or its only route."""
+    try:
+        routes = tomllib.loads(path.read_text()).get("routes", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CoEError(f"--route-toml {path}: {exc}") from None
+    if not isinstance(routes, dict) or not routes:
+        raise CoEError(f"--route-toml {path}: no [routes.NAME] table")
+    if name in routes:
+        route = routes[name]
+    elif len(routes) == 1:
+        route = next(iter(routes.values()))
+    else:
+        raise CoEError(
+            f"--route-toml {path}: no route {name!r}, and more than one route to choose from"
+        )
+    if not isinstance(route, dict):
+        raise CoEError(f"--route-toml {path}: routes.{name} is not a table")
+    return route
 
 
 class _RateColumn(ProgressColumn):
