@@ -12,7 +12,7 @@ import pytest
 
 from coe_client import CoEClient
 from gateway.commands import demo as demo_command
-from gateway.evaluation.demo import LARGE, ROUTE, SMALL, demo_settings
+from gateway.evaluation.demo_local import LARGE, ROUTE, SMALL, demo_settings
 from gateway.evaluation.zoo import LlamaZoo, ServerSpec
 from gateway.serve import serve_in_background
 
@@ -68,10 +68,10 @@ async def test_gemma_answers_classification_requests_through_the_gateway(tmp_pat
     assert all(c.answer in ("positive", "negative") for c in gemma_calls)
 
 
-def test_coe_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_coe_demo_local_runs_end_to_end(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     demo_command.register(parser.add_subparsers())
-    args = parser.parse_args(["demo", "--limit", "6", "--out-dir", str(tmp_path)])
+    args = parser.parse_args(["demo", "--local", "--limit", "6", "--out-dir", str(tmp_path)])
     assert args.func(args) == 0
     assert (tmp_path / "demo-plot.png").stat().st_size > 10_000
     assert len((tmp_path / "demo-run.jsonl").read_text().splitlines()) == 7  # header + 6

@@ -96,3 +96,20 @@ def test_sigterm_unwinds_like_ctrl_c_while_the_zoo_runs() -> None:
     with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_local_demo_starts_from_its_bundled_recording(tmp_path: Path) -> None:
+    from gateway.evaluation.demo_local import BUNDLED_RUN, ROUTE, bundled_examples, seed_recording
+    from providers.recording import read_recording
+
+    bundled = Path(__file__).parents[1] / "gateway" / "demo_data" / BUNDLED_RUN
+    if not bundled.exists():
+        pytest.skip(f"no {BUNDLED_RUN} bundled")
+    examples = bundled_examples(5)
+    run = tmp_path / "demo-run.jsonl"
+    assert seed_recording(run, examples) == 5
+    recording = read_recording(run)
+    assert recording.header.route_name == ROUTE
+    assert [e.id for e in recording.examples] == [e.id for e in examples]
+    # A rerun resumes its own recording rather than starting over.
+    assert seed_recording(run, bundled_examples()) == 0

@@ -1,230 +1,92 @@
-"""``coe demo``: real local models, a 2-tier cascade, and what it saves, in one command.
-
-It starts two llama-cpp-python servers with Gemma 3 270M (the local zoo), records the bundled
-SST-2 dev slice with every model (each model's accuracy alone), replays cascades over that
-recording (the plot), then starts the gateway (SQLite ledger) and sends the slice through the
-2-tier route, one request at a time, and prints accuracy, exits per tier, cost and the savings
-against the top tier alone. Everything it writes goes to --out-dir (default ./coe-out).
-"""
+"""``coe demo``: the cascade on twelve real LLMs' recorded GSM8K answers, served over HTTP through
+the live gateway (``gateway.evaluation.demo``); ``coe demo --local``: real local models
+(llama-cpp-python, the ``models`` extra) on SST-2 (``gateway.evaluation.demo_local``)."""
 
 from __future__ import annotations
 
-import json
-import time
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-import orjson
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from gateway.evaluation.datasets import parse_example
-from gateway.evaluation.demo import (
-    LARGE,
-    ROUTE,
-    SMALL,
-    LiveResult,
-    demo_data,
-    demo_settings,
-    run_live,
-)
-from gateway.evaluation.record import record_run
-from gateway.evaluation.recording import route_config
-from gateway.evaluation.replay import build_report, fraction_text
-from gateway.evaluation.tables import top_tier_row, usd
-from gateway.evaluation.zoo import LlamaZoo, ServerSpec, sigterm_as_interrupt
-from gateway.serve import serve_in_background
-from providers.recording import read_recording
+from gateway.errors import CoEError
+from gateway.evaluation.demo import DEFAULT_CONCURRENCY, DEFAULT_SPEED, run_demo
+from gateway.evaluation.zoo import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     import argparse
 
-    from gateway.config import Settings
-    from gateway.evaluation.datasets import Example
-    from gateway.evaluation.record import RecordSummary
-    from gateway.evaluation.replay import ReplayReport
-    from providers.recording import RecordingHeader
+    from gateway.evaluation.demo import DemoResult
+    from providers.recording import Recording
 
-SLICE = "sst2-dev-200.jsonl"
+BUNDLED = "gsm8k-zeroeval.jsonl.gz"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the local demo: real models, a 2-tier cascade, the savings",
+        "demo",
+        help="the cascade on 12 real LLMs' recorded GSM8K answers, through the live gateway",
         description=__doc__,
     )
     parser.add_argument("--out-dir", type=Path, default=Path("coe-out"),
                         help="where the outputs go (default ./coe-out)")
-    parser.add_argument("--limit", type=int, help="only the first N sentences of the 200")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads per llama server (two servers; default 1)")
+    parser.add_argument("--limit", type=int,
+                        help="only the first N questions (of the held-out half; --local: of the "
+                        "200 sentences)")
+    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
+                        help="divide every modelled latency by this (default %(default)g: a "
+                        "5-second answer comes in 100 ms)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help="questions in flight at once (default %(default)s)")
+    parser.add_argument("--recording", type=Path,
+                        help="another recording to serve (default: the bundled GSM8K one)")
+    parser.add_argument("--no-plot", dest="plot", action="store_false",
+                        help="do not write the Pareto plot")
+    local = parser.add_argument_group("--local: real local models (needs the models extra)")
+    local.add_argument("--local", action="store_true",
+                       help="run the local-model demo (Gemma 3 270M under llama-cpp-python, "
+                       "VADER, TextBlob) on a 200-sentence SST-2 slice instead")
+    local.add_argument("--threads", type=int, default=1,
+                       help="CPU threads per llama server (two servers; default 1)")
+    local.add_argument("--fresh", action="store_true",
+                       help="record every model again instead of using the bundled recording")
     parser.set_defaults(func=run)
 
 
-def bundled_examples(limit: int | None = None) -> list[Example]:
-    lines = [line for line in demo_data(SLICE).splitlines() if line.strip()]
-    examples = [parse_example(orjson.loads(line)) for line in lines]
-    return examples[:limit] if limit is not None else examples
-
-
 def run(args: argparse.Namespace) -> int:
-    out: Path = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    examples = bundled_examples(args.limit)
-    console = Console(soft_wrap=True)
-    began = time.perf_counter()
-    with sigterm_as_interrupt():
-        anyio.run(_demo, out, examples, args.threads, console)
-    console.print(f"Done in {time.perf_counter() - began:.0f} s.")
+    if args.local:
+        from gateway.evaluation.demo_local import run_local_demo
+
+        run_local_demo(args.out_dir, limit=args.limit, threads=args.threads, fresh=args.fresh)
+        return 0
+    demo(args)
     return 0
 
 
-async def _demo(out: Path, examples: list[Example], threads: int, console: Console) -> None:
-    data = out / "demo-data.jsonl"
-    data.write_text("".join(_json_line(e) for e in examples), encoding="utf-8")
-    recording_path = out / "demo-run.jsonl"
-    ledger = (out / "demo-ledger.db").resolve()
-    for stale in (ledger, ledger.with_name(ledger.name + "-wal"), ledger.with_name(
-            ledger.name + "-shm")):
-        stale.unlink(missing_ok=True)  # the cost report then covers this run only
+def demo(args: argparse.Namespace, *, console: Console | None = None) -> DemoResult:
+    """``coe demo`` without ``--local``: the GSM8K demo's result, after printing it."""
+    recording = load_recording(args.recording)
+    console = console or Console(soft_wrap=True)
 
-    console.rule("CoE Gateway demo: SST-2 sentiment, 2 tiers, real local models")
-    console.print(f"Starting two llama-cpp-python servers with Gemma 3 270M ({threads} thread(s) "
-                  "each)…")
-    specs = [ServerSpec(SMALL, n_threads=threads), ServerSpec(LARGE, n_threads=threads)]
-    async with LlamaZoo(specs, log_dir=out / "zoo-logs") as zoo:
-        settings, text = demo_settings(
-            small_url=zoo.base_url(SMALL), large_url=zoo.base_url(LARGE),
-            ledger_url=f"sqlite:///{ledger}",
-        )
-        (out / "demo-config.toml").write_text(text, encoding="utf-8")
-        route = settings.routes[ROUTE]
-        console.print(
-            f"Route {ROUTE!r}: tier 0 = {', '.join(route.tiers[0])}; tier 1 = "
-            f"{', '.join(route.tiers[1])}; θ = 1 (tier 0 answers when all three agree)."
-        )
+    async def main() -> DemoResult:
+        return await run_demo(recording, args.out_dir, limit=args.limit, speed=args.speed,
+                              concurrency=args.concurrency, plot=args.plot, console=console)
 
-        console.print(f"\n[bold]1.[/bold] Every model answers all {len(examples)} sentences "
-                      f"(a full-information recording, {recording_path}):")
-        await _record(settings, data, recording_path, console)
-        report = build_report(read_recording(recording_path))
-        plot = _plot(report, out / "demo-plot.png", len(examples))
-
-        console.print("\n[bold]2.[/bold] The same sentences through the gateway "
-                      "(early quorum: tier 0 escalates as soon as two members disagree):")
-        progress = Progress(TextColumn("  gateway"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console)
-        async with serve_in_background(settings) as base_url:
-            with progress:
-                task = progress.add_task("live", total=len(examples))
-                live, costs = await run_live(
-                    base_url, examples, on_done=lambda: progress.advance(task)
-                )
-
-    header = read_recording(recording_path).header
-    _print_models(report, console)
-    _print_live(live, costs, report, header, console)
-    console.print("\n[bold]Outputs[/bold]")
-    for path, what in (
-        (recording_path, "the recording: every model's answer, latency and cost per sentence"),
-        (plot, "accuracy against cost of every replayed configuration"),
-        (out / "demo-config.toml", "the route config the gateway ran (ports of this run)"),
-        (ledger, "the gateway's SQLite ledger of this run (coe report --config …)"),
-        (out / "zoo-logs", "the llama-cpp-python servers' logs"),
-    ):
-        console.print(f"  {path}  [dim]{what}[/dim]")
-    console.print(f"  Replay it any time: coe eval replay {recording_path} --plot plot.png")
+    with sigterm_as_interrupt():
+        return anyio.run(main)
 
 
-async def _record(settings: Settings, data: Path, out: Path, console: Console) -> None:
-    progress = Progress(TextColumn("  recording"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=console)
-    task: list[TaskID] = []
+def load_recording(path: Path | None = None) -> Recording:
+    """``path``, or the recording bundled with the package."""
+    from providers.recording import read_recording
 
-    def started(summary: RecordSummary) -> None:
-        if summary.already:
-            console.print(f"  reusing {summary.already} sentences already recorded in {out}")
-        task.append(progress.add_task("record", total=summary.total - summary.already))
-
-    with progress:
-        await record_run(settings, ROUTE, data, out, concurrency=1, logprobs=False,
-                         on_start=started, on_recorded=lambda: progress.advance(task[0]))
-
-
-def _plot(report: ReplayReport, path: Path, size: int) -> Path:
-    from gateway.evaluation.plot import plot_report
-
-    return plot_report(report, path, title=f"coe demo: SST-2 dev slice ({size} sentences)")
-
-
-def _print_models(report: ReplayReport, console: Console) -> None:
-    table = Table(title="Each model alone, and each tier as a majority vote (from the recording)")
-    for column in ("model", "accuracy", "$/request", "mean latency ms"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in report.rows:
-        if row.config.kind in ("single", "ensemble"):
-            table.add_row(row.config.name, f"{row.accuracy:.3f}", usd(row.cost_per_request_usd),
-                          f"{row.latency_mean_ms:.0f}")
-    console.print()
-    console.print(table)
-
-
-def _print_live(
-    live: LiveResult,
-    costs: dict[str, Any],
-    report: ReplayReport,
-    header: RecordingHeader,
-    console: Console,
-) -> None:
-    total = live.answered + live.failed
-    exits = ", ".join(
-        f"tier {tier}: {live.exits.get(tier, 0) / total:.0%}" for tier in range(len(header.tiers))
-    )
-    counterfactual = costs.get("counterfactual", {})
-    top_only = float(counterfactual.get("top_tier_only_cost_usd", 0.0))
-    spent = float(costs.get("totals", {}).get("cost_usd", live.cost_usd))
-    theta = fraction_text(route_config(header).threshold)
-    predicted = next(r for r in report.rows if r.config.name == f"coe θ={theta}")
-    top = top_tier_row(report, header)
-    console.print(f"\n[bold]Through the gateway (CoE cascade, θ = {theta})[/bold]")
-    console.print(f"  accuracy {live.accuracy:.3f} over {total} sentences"
-                  + (f" ({live.failed} failed)" if live.failed else ""))
-    console.print(f"  exits: {exits}")
-    console.print(f"  cost: {usd(spent)} in all, {usd(spent / max(total, 1))} per request")
-    if top_only:
-        console.print(
-            f"  the top tier alone ({', '.join(header.tiers[-1])}) would have cost "
-            f"{usd(top_only)} (the gateway's counterfactual): [bold]{1 - spent / top_only:.0%} "
-            "saved[/bold]"
-        )
-    console.print(f"  latency p50 {live.latency_percentile(50):.0f} ms, "
-                  f"p95 {live.latency_percentile(95):.0f} ms (client-side)")
-    predicted_saving = (
-        f", {1 - predicted.cost_per_request_usd / top.cost_per_request_usd:.0%} saved"
-        if top.cost_per_request_usd
-        else ""
-    )
-    console.print(
-        f"  the replay of the recording predicted accuracy {predicted.accuracy:.3f}, exits "
-        + "/".join(f"{f:.2f}" for f in predicted.exit_fractions or ())
-        + f"{predicted_saving} (costs follow measured latency, which differs between the "
-        "recording, where both Gemma servers ran at once, and the live pass)"
-    )
-    best = report.best_single
-    verdict = "beats" if predicted.accuracy > best.accuracy else (
-        "matches" if predicted.accuracy == best.accuracy else "does not reach")
-    console.print(f"  on this slice the cascade {verdict} the best single model "
-                  f"({best.config.name}, {best.accuracy:.3f})")
-
-
-def _json_line(example: Example) -> str:
-    return json.dumps(example.to_json(), ensure_ascii=False) + "\n"
+    if path is not None:
+        return read_recording(path)
+    bundled = resources.files("gateway") / "demo_data" / BUNDLED
+    if not bundled.is_file():
+        raise CoEError(f"the package's {BUNDLED} is missing; pass --recording RUN.jsonl")
+    with resources.as_file(bundled) as source:
+        recording = read_recording(source)
+    return recording

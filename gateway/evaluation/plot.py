@@ -1,4 +1,5 @@
-"""Accuracy against cost per request, one point per replayed configuration (a PNG, matplotlib)."""
+"""Accuracy against cost per request, one point per replayed configuration (a PNG, matplotlib);
+``live`` adds points measured through the gateway (``coe demo``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import CoEError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from gateway.evaluation.replay import ReplayReport
@@ -19,7 +21,14 @@ _STYLE = {
 }
 
 
-def plot_report(report: ReplayReport, out: Path, *, title: str) -> Path:
+def plot_report(
+    report: ReplayReport,
+    out: Path,
+    *,
+    title: str,
+    live: Sequence[tuple[str, float, float]] = (),
+) -> Path:
+    """Write the plot to ``out``; ``live``: (name, $/request, accuracy) of measured points."""
     try:
         import matplotlib
 
@@ -68,6 +77,13 @@ def plot_report(report: ReplayReport, out: Path, *, title: str) -> Path:
         axes.scatter([recommended.cost_per_request_usd], [recommended.accuracy], s=180,
                      facecolors="none", edgecolors="red", linewidths=1.5, zorder=4,
                      label="recommended")
+        if live:
+            axes.scatter([cost for _, cost, _ in live], [accuracy for _, _, accuracy in live],
+                         marker="*", s=160, color="tab:red", zorder=5,
+                         label="CoE cascade through the live gateway")
+            for name, cost, accuracy in live:
+                axes.annotate(name, (cost, accuracy), textcoords="offset points",
+                              xytext=(6, -10), fontsize=7, color="tab:red")
         costs = [row.cost_per_request_usd for row in report.rows if row.cost_per_request_usd > 0]
         if costs and max(costs) / min(costs) > 20:
             axes.set_xscale("log")
