@@ -162,6 +162,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "($/request)",
     )
     search.add_argument(
+        "--margin", type=float, default=0.0, metavar="FRACTION",
+        help="with no --target-accuracy: recommend routes at least this much more accurate than "
+        "the best single model (e.g. 0.005 = half a point; default 0)",
+    )
+    search.add_argument(
         "--split", action="store_true",
         help="choose on the even-indexed examples; report the choice on the odd-indexed ones",
     )
@@ -283,6 +288,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     try:
         report = run_search(
             recording, space, target_accuracy=args.target_accuracy, max_cost=args.max_cost,
+            margin=args.margin,
             split=args.split,
         )
     except ValueError as exc:
