@@ -4,7 +4,8 @@ from __future__ import annotations
 
 # Retries. Waits are short because a tier is latency-bound: an ensemble member that needs a long
 # pause is better counted as a vote for nothing than waited for.
-RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+# 529: Anthropic's "API temporarily overloaded", an endpoint's trouble like a 503.
+RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504, 529})
 INITIAL_RETRY_DELAY_S = 0.1
 MAX_RETRY_DELAY_S = 1.0
 # Each backoff wait is shortened by up to this fraction, at random, so callers that failed together

@@ -36,9 +36,10 @@ import httpx
 import orjson
 
 from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
-from providers.base import CallRecord, CallRequest, CallStatus, Provider
+from providers.base import CallRecord, CallRequest, Provider
 from providers.errors import EndpointConfigError
 from providers.http import SharedClient
+from providers.outcomes import failed_call, unanswered_call
 from providers.prompting import build_messages
 from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
 
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "2023-06-01"
-# Anthropic's "API temporarily overloaded": an endpoint's trouble, retried as a 503.
-OVERLOADED = 529
-_RETRIED_AS = 503
 
 
 class AnthropicProvider(Provider):
@@ -102,12 +100,13 @@ class AnthropicProvider(Provider):
         try:
             body = self._body(request)
         except UnsupportedMessage as exc:
-            return self._failed("error", str(exc), 0, started)
+            return failed_call(self.name, "error", str(exc), 0, started)
         body.update(self._endpoint.extra_body)
         try:
             content = orjson.dumps(body)
         except orjson.JSONEncodeError as exc:
-            return self._failed("error", f"request is not JSON-serialisable: {exc}", 0, started)
+            error = f"request is not JSON-serialisable: {exc}"
+            return failed_call(self.name, "error", error, 0, started)
         headers = self._headers
         if request.request_id:
             headers = {**headers, "x-request-id": request.request_id}
@@ -133,7 +132,7 @@ class AnthropicProvider(Provider):
                 return exc
             finally:
                 self._limiter.release()
-            return _Overloaded(response) if response.status_code == OVERLOADED else response
+            return response
 
         outcome: Outcome | None = None
         with anyio.move_on_after(self._endpoint.timeout_s) as scope:
@@ -144,34 +143,25 @@ class AnthropicProvider(Provider):
                 policy=self._retry_policy,
             )
         if outcome is None:
-            return self._failed(
-                "timeout", f"no answer within {self._endpoint.timeout_s:g} s", attempts, started
-            )
-        if isinstance(outcome, _Overloaded):
-            outcome = outcome.original
+            error = f"no answer within {self._endpoint.timeout_s:g} s"
+            return failed_call(self.name, "timeout", error, attempts, started)
         return self._record(outcome, attempts, started)
 
     def _record(self, outcome: Outcome, attempts: int, started: float) -> CallRecord:
-        if isinstance(outcome, httpx.RequestError):
-            timed_out = isinstance(outcome, httpx.TimeoutException)
-            name, detail = type(outcome).__name__, str(outcome)
-            error = f"{name}: {detail}" if detail else name
-            return self._failed("timeout" if timed_out else "error", error, attempts, started)
-        if not outcome.is_success:
-            # As the OpenAI adapter: the body is kept for the client's error message, not logged,
-            # and withheld on 401/403, whose body can quote the operator's key.
-            record = self._failed("error", f"HTTP {outcome.status_code}", attempts, started)
-            if outcome.status_code not in (401, 403):
-                record.error = f"HTTP {outcome.status_code}: {error_detail(outcome)}"
-            record.http_status = outcome.status_code
-            record.upstream_request_id = outcome.headers.get("request-id")
-            return record
+        failed = unanswered_call(
+            self.name, outcome, attempts, started,
+            error_detail=error_detail, request_id_header="request-id",
+        )  # fmt: skip
+        if failed is not None:
+            return failed
+        assert isinstance(outcome, httpx.Response)
         try:
             message = parse_message(orjson.loads(outcome.content))
         except orjson.JSONDecodeError:
-            return self._failed("error", "malformed response: not JSON", attempts, started)
+            error = "malformed response: not JSON"
+            return failed_call(self.name, "error", error, attempts, started)
         except MalformedMessage as exc:
-            return self._failed("error", f"malformed response: {exc}", attempts, started)
+            return failed_call(self.name, "error", f"malformed response: {exc}", attempts, started)
         if message.stop_reason not in (None, "end_turn", "stop_sequence"):
             logger.debug("endpoint %s: stop_reason %s", self.name, message.stop_reason)
         usage = message.usage
@@ -188,25 +178,6 @@ class AnthropicProvider(Provider):
             attempts=attempts,
             upstream_request_id=message.message_id,
         )
-
-    def _failed(self, status: CallStatus, error: str, attempts: int, started: float) -> CallRecord:
-        logger.debug("endpoint %s: %s after %d attempt(s): %s", self.name, status, attempts, error)
-        return CallRecord(
-            endpoint=self.name,
-            status=status,
-            error=error,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            attempts=attempts,
-        )
-
-
-class _Overloaded(httpx.Response):
-    """A 529 shown to the retry rules as the 503 it means (same headers, so ``retry-after`` is
-    honoured); the record is made from ``original``."""
-
-    def __init__(self, original: httpx.Response) -> None:
-        super().__init__(_RETRIED_AS, headers=original.headers, content=original.content)
-        self.original = original
 
 
 class UnsupportedMessage(Exception):

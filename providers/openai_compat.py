@@ -16,9 +16,10 @@ import httpx
 import orjson
 
 from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
-from providers.base import CallRecord, CallRequest, CallStatus, Provider, TokenLogprob
+from providers.base import CallRecord, CallRequest, Provider, TokenLogprob
 from providers.errors import EndpointConfigError
 from providers.http import SharedClient
+from providers.outcomes import failed_call, unanswered_call
 from providers.prompting import build_messages
 from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
 
@@ -98,7 +99,8 @@ class OpenAIProvider(Provider):
         try:
             content = orjson.dumps(body)
         except orjson.JSONEncodeError as exc:
-            return self._failed("error", f"request is not JSON-serialisable: {exc}", 0, started)
+            error = f"request is not JSON-serialisable: {exc}"
+            return failed_call(self.name, "error", error, 0, started)
         headers = self._headers
         if request.request_id:
             headers = {**headers, "x-request-id": self._upstream_request_id(request.request_id)}
@@ -135,33 +137,25 @@ class OpenAIProvider(Provider):
                 policy=self._retry_policy,
             )
         if outcome is None:
-            return self._failed(
-                "timeout", f"no answer within {self._endpoint.timeout_s:g} s", attempts, started
-            )
+            error = f"no answer within {self._endpoint.timeout_s:g} s"
+            return failed_call(self.name, "timeout", error, attempts, started)
         return self._record(outcome, attempts, started)
 
     def _record(self, outcome: Outcome, attempts: int, started: float) -> CallRecord:
-        if isinstance(outcome, httpx.RequestError):
-            timed_out = isinstance(outcome, httpx.TimeoutException)
-            name, detail = type(outcome).__name__, str(outcome)
-            error = f"{name}: {detail}" if detail else name
-            return self._failed("timeout" if timed_out else "error", error, attempts, started)
-        if not outcome.is_success:
-            # Logged without the body, which upstreams often fill with the request's own input;
-            # the record keeps it for the client's error message, except on 401/403, whose body
-            # can quote the operator's upstream key.
-            record = self._failed("error", f"HTTP {outcome.status_code}", attempts, started)
-            if outcome.status_code not in (401, 403):
-                record.error = f"HTTP {outcome.status_code}: {outcome.text[:ERROR_BODY_CHARS]}"
-            # The circuit breaker tells an endpoint's trouble from a request's by the status.
-            record.http_status = outcome.status_code
-            return record
+        failed = unanswered_call(
+            self.name, outcome, attempts, started,
+            error_detail=lambda response: response.text[:ERROR_BODY_CHARS],
+        )  # fmt: skip
+        if failed is not None:
+            return failed
+        assert isinstance(outcome, httpx.Response)
         try:
             text, usage, logprobs, upstream_id = _parse(orjson.loads(outcome.content))
         except orjson.JSONDecodeError:
-            return self._failed("error", "malformed response: not JSON", attempts, started)
+            error = "malformed response: not JSON"
+            return failed_call(self.name, "error", error, attempts, started)
         except _MalformedResponse as exc:
-            return self._failed("error", f"malformed response: {exc}", attempts, started)
+            return failed_call(self.name, "error", f"malformed response: {exc}", attempts, started)
         return CallRecord(
             endpoint=self.name,
             status="ok",
@@ -172,16 +166,6 @@ class OpenAIProvider(Provider):
             latency_ms=(time.perf_counter() - started) * 1000,
             attempts=attempts,
             upstream_request_id=upstream_id,
-        )
-
-    def _failed(self, status: CallStatus, error: str, attempts: int, started: float) -> CallRecord:
-        logger.debug("endpoint %s: %s after %d attempt(s): %s", self.name, status, attempts, error)
-        return CallRecord(
-            endpoint=self.name,
-            status=status,
-            error=error,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            attempts=attempts,
         )
 
 
