@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from gateway.evaluation.recording import route_config
-from gateway.evaluation.replay import fraction_text
-from gateway.evaluation.tables import usd
+from gateway.evaluation.tables import route_table, usd
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -169,33 +168,5 @@ def search_toml(report: SearchReport, header: RecordingHeader, recording_path: s
         ]
         if info.gpu is not None:
             lines += [f"gpu = {json.dumps(info.gpu)}", f"gpus = {info.gpus}"]
-    theta = fraction_text(config.threshold if config.threshold is not None else 1.0)
-    lines += [
-        "",
-        f"[routes.{_key(header.route_name)}]",
-        f"task = {json.dumps(route.task)}",
-    ]
-    if route.task == "classify":
-        lines.append(f"labels = {_array(route.labels)}")
-    elif route.task == "choice":
-        lines.append(f"choices = {_array(route.answer_set)}")
-    elif route.pattern is not None:
-        lines.append(f"pattern = {json.dumps(route.pattern)}")
-    lines += [
-        'policy = "vote"',
-        f"threshold = {json.dumps(theta) if '/' in theta else theta}",
-        f"wait_for_all = {'true' if config.wait_for_all else 'false'}",
-        "tiers = [" + ", ".join(_array(tier) for tier in config.tiers) + "]",
-        f"max_tokens = {route.max_tokens}",
-        f"deadline_s = {route.deadline_s:g}",
-    ]
+    lines += ["", *route_table(header.route_name, route, config)]
     return "\n".join(lines)
-
-
-def _array(items: tuple[str, ...]) -> str:
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
-
-
-def _key(name: str) -> str:
-    bare = name.replace("-", "").replace("_", "").isalnum()
-    return name if bare else json.dumps(name)

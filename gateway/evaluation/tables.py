@@ -14,7 +14,8 @@ from gateway.evaluation.replay import fraction_text
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gateway.evaluation.replay import ReplayReport, Row
+    from gateway.config import RouteConfig
+    from gateway.evaluation.replay import CascadeConfig, ReplayReport, Row
     from providers.recording import RecordingHeader
 
 
@@ -114,24 +115,29 @@ def recommended_toml(report: ReplayReport, header: RecordingHeader) -> str:
     lines = [
         f"# {config.name}: accuracy {row.accuracy:.3f} (best single model {best.config.name}: "
         f"{best.accuracy:.3f}), {usd(row.cost_per_request_usd)} per request{saving}",
-        f"[routes.{_key(header.route_name)}]",
-        f"task = {json.dumps(route.task)}",
     ]
+    return "\n".join([*lines, *route_table(header.route_name, route, config)])
+
+
+def route_table(name: str, route: RouteConfig, config: CascadeConfig) -> list[str]:
+    """The ``[routes.NAME]`` table that serves ``config`` for a recorded ``route``."""
+    lines = [f"[routes.{_key(name)}]", f"task = {json.dumps(route.task)}"]
     if route.task == "classify":
         lines.append(f"labels = {_array(route.labels)}")
     elif route.task == "choice":
         lines.append(f"choices = {_array(route.answer_set)}")
     elif route.pattern is not None:
         lines.append(f"pattern = {json.dumps(route.pattern)}")
-    theta = config.threshold if config.threshold is not None else 1.0
-    text = fraction_text(theta)
-    lines += [
+    text = fraction_text(config.threshold if config.threshold is not None else 1.0)
+    return [
+        *lines,
         f"policy = {json.dumps(config.policy)}",
         f"threshold = {json.dumps(text) if '/' in text else text}",
         f"wait_for_all = {'true' if config.wait_for_all else 'false'}",
         "tiers = [" + ", ".join(_array(tier) for tier in config.tiers) + "]",
+        f"max_tokens = {route.max_tokens}",
+        f"deadline_s = {route.deadline_s:g}",
     ]
-    return "\n".join(lines)
 
 
 def _share(cost: float, top: float) -> str:
