@@ -18,7 +18,6 @@ and how it is priced); ``demo_settings`` fills in the ports the zoo and the gate
 from __future__ import annotations
 
 import json
-import math
 import string
 import time
 import tomllib
@@ -48,6 +47,7 @@ from gateway.evaluation.replay import build_report, fraction_text
 from gateway.evaluation.tables import top_tier_row, usd
 from gateway.evaluation.zoo import LlamaZoo, ServerSpec, sigterm_as_interrupt
 from gateway.serve import serve_in_background
+from gateway.stats import percentile
 from providers.recording import Recording, read_recording
 
 if TYPE_CHECKING:
@@ -99,10 +99,8 @@ class LiveResult:
         return self.correct / total if total else 0.0
 
     def latency_percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return 0.0
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+        """``gateway.stats.percentile`` of the answered requests' latencies; 0.0 when none was."""
+        return percentile(self.latencies_ms, q) if self.latencies_ms else 0.0
 
 
 async def run_live(

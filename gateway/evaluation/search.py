@@ -34,6 +34,7 @@ import numpy as np
 
 from gateway.evaluation.replay import DEFAULT_THRESHOLDS, CascadeConfig, Row, fraction_text
 from gateway.evaluation.vectorised import CascadeArrays, RecordingArrays
+from gateway.stats import percentile
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,12 +83,13 @@ class Searcher:
         exits = np.bincount(figures.exit_tier, minlength=len(config.tiers))
         fractions = tuple(int(count) / n for count in exits)
         cascade = config.kind in ("coe", "confidence")
-        p50, p95 = np.percentile(figures.latency, (50, 95))
+        latencies = figures.latency.tolist()
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
         return Row(
             config=config,
             accuracy=int(np.count_nonzero(figures.answer == self.data.gold)) / n,
             cost_per_request_usd=math.fsum(figures.cost.tolist()) / n,
-            latency_mean_ms=math.fsum(figures.latency.tolist()) / n,
+            latency_mean_ms=math.fsum(latencies) / n,
             latency_p50_ms=float(p50),
             latency_p95_ms=float(p95),
             exit_fractions=fractions if cascade else None,
