@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ LARGE = (10.0, 30.0)
 OK_SMALL = (100 * 1.0 + 1 * 2.0) / 1e6  # 100 tokens in, 1 out
 OK_LARGE = (100 * 10.0 + 1 * 30.0) / 1e6
 CANCELLED_SMALL = 10 * 1.0 / 1e6
+# The bundled GSM8K recording: twelve real models' answers, no token counts.
+ZEROEVAL = Path(__file__).parents[1] / "gateway" / "demo_data" / "gsm8k-zeroeval.jsonl.gz"
 
 
 def vote_recording() -> Recording:
@@ -167,8 +170,10 @@ def test_default_thresholds_give_early_and_wait_all_rows() -> None:
 def test_json_rows_have_the_contract_shape() -> None:
     rows = report_json(build_report(vote_recording()))
     keys = {"config", "kind", "threshold", "accuracy", "cost_per_request_usd", "latency_p50_ms",
-            "exit_fractions", "wait_for_all"}
+            "exit_fractions", "wait_for_all", "cost_estimated"}
     assert all(set(row) == keys for row in rows)
+    # The hand-built recording reports usage for every answer: nothing is estimated.
+    assert not any(row["cost_estimated"] for row in rows)
     protocols = {row["config"]: row["wait_for_all"] for row in rows}
     assert protocols["coe θ=2/3"] is False
     assert protocols["coe θ=2/3 wait-all"] is True
@@ -177,6 +182,14 @@ def test_json_rows_have_the_contract_shape() -> None:
     cascade = next(r for r in rows if r["config"] == "coe θ=2/3")
     assert cascade["threshold"] == 0.667
     assert cascade["exit_fractions"] == [0.5, 0.5]
+
+
+def test_rows_of_a_recording_without_token_counts_say_their_costs_are_estimated() -> None:
+    recording = read_recording(ZEROEVAL)
+
+    rows = report_json(build_report(replace(recording, examples=recording.examples[:20])))
+
+    assert rows and all(row["cost_estimated"] for row in rows)
 
 
 def test_tier_delay_is_added_to_tiers_after_the_first() -> None:

@@ -162,6 +162,13 @@ class Replayer:
         self._settings = settings_for(recording.header)
         self._biller = Biller(self._settings)
         self._examples = [self._judge(example) for example in recording.examples]
+        # Whether some recorded answer is priced on estimated tokens (no usage was recorded).
+        self.estimated = any(
+            self._biller.price(answer.record).estimated
+            for example in self._examples
+            for answer in example.answers.values()
+            if answer.record.status == "ok"
+        )
 
     @property
     def size(self) -> int:
@@ -371,6 +378,8 @@ class ReplayReport:
     best_single: Row
     recommended: Row
     examples: int
+    # Costs are priced on tokens estimated from text length: the recording has no usage.
+    estimated: bool = False
 
 
 def build_report(
@@ -402,6 +411,7 @@ def build_report(
         best_single=best_single,
         recommended=recommend(rows, best_single.accuracy),
         examples=replayer.size,
+        estimated=replayer.estimated,
     )
 
 

@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 
 
 def report_json(report: ReplayReport) -> list[dict[str, Any]]:
-    """The rows of docs/api.md, "coe eval replay --format json"; rows under a network delay add
-    ``tier_delay_ms`` (only then)."""
-    rows = [row.contract_json() for row in report.rows]
+    """The rows of docs/api.md, "coe eval replay --format json", each with ``cost_estimated``
+    (the recording has no token counts: costs are priced on tokens estimated from text length);
+    rows under a network delay add ``tier_delay_ms`` (only then)."""
+    estimated = {"cost_estimated": report.estimated}
+    rows = [{**row.contract_json(), **estimated} for row in report.rows]
     for delay, delayed in report.delayed.items():
-        rows += [{**row.contract_json(), "tier_delay_ms": delay} for row in delayed]
+        rows += [{**row.contract_json(), **estimated, "tier_delay_ms": delay} for row in delayed]
     return rows
 
 
@@ -48,7 +50,9 @@ def print_report(report: ReplayReport, header: RecordingHeader, console: Console
     table = Table(
         title=f"Replay of route {header.route_name!r} over {report.examples} examples",
         caption="★ Pareto frontier (no row is both more accurate and cheaper) · "
-        "exits: fraction answered at each tier · $/h: the seed paper's Table 2 column",
+        "exits: fraction answered at each tier · $/h: the seed paper's Table 2 column"
+        + (" · $ estimated: no token counts were recorded, tokens are estimated from text length"
+           if report.estimated else ""),
     )
     for column, justify in (
         ("config", "left"), ("kind", "left"), ("θ", "right"), ("accuracy", "right"),
