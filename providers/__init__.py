@@ -1,5 +1,6 @@
 """Upstream adapters behind one seam: ``Provider.complete(CallRequest) -> CallRecord``."""
 
+from providers.anthropic import AnthropicProvider
 from providers.base import CallRecord, CallRequest, CallStatus, Provider, TokenLogprob
 from providers.http import make_http_client
 from providers.llamacpp import LlamaCppProvider
@@ -10,6 +11,7 @@ from providers.retry import RetryPolicy
 from providers.vllm import VLLMProvider
 
 __all__ = [
+    "AnthropicProvider",
     "CallRecord",
     "CallRequest",
     "CallStatus",
