@@ -1,5 +1,13 @@
 """Prometheus metrics for one app: every metric lives in the app's own ``CollectorRegistry``.
 
+With several workers (``server.workers``, gateway.serve) each worker's values live in
+prometheus-client's multiprocess files in one folder the supervisor made (``multiprocess_dir``),
+and a scrape of any worker renders them all with ``MultiProcessCollector``: counters and histograms
+are summed over every worker that ran, the breaker and spool gauges over the live ones
+(``livesum``), ``coe_config_info`` and ``coe_ledger_available`` are the live workers' max and min.
+The ledger's figures, read from the writer's stats with one worker, are then copied into
+multiprocess metrics after each request and at each scrape.
+
 Label values come from the config (routes, endpoints, tenants) or from closed sets (decisions,
 call statuses, breaker states), so cardinality stays bounded. Latencies are in seconds and costs
 in US dollars, as Prometheus naming asks.
@@ -13,9 +21,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from prometheus_client.metrics_core import Metric
 
@@ -55,8 +65,13 @@ class _Children(Generic[M]):
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: Path | None = None
+    ) -> None:
+        """``multiprocess_dir``: this process is one of several workers whose metrics are written
+        there (the process's value class must be prometheus-client's multiprocess one)."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
         self.requests = Counter(
             "coe_requests",
             "Requests answered, by route, exit tier, decision and outcome status.",
@@ -105,15 +120,18 @@ class Metrics:
         )
         self.breaker = Gauge(
             "coe_circuit_breaker_state",
-            "Circuit-breaker state per endpoint: 1 on the current state, 0 on the others.",
+            "Circuit-breaker state per endpoint: 1 on the current state, 0 on the others "
+            "(with several workers: how many workers' breakers are in each state).",
             ["endpoint", "state"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.config_info = Gauge(
             "coe_config_info",
             "The config version now serving (sha256 prefix of the config file): 1 on it.",
             ["version"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.config_requests = Counter(
             "coe_config_requests",
@@ -134,6 +152,7 @@ class Metrics:
             registry=self.registry,
         )
         self._config_version: str | None = None
+        self._ledger_sync: _LedgerSync | None = None
         self._requests = _Children(self.requests)
         self._request_seconds = _Children(self.request_seconds)
         self._calls = _Children(self.calls)
@@ -158,6 +177,8 @@ class Metrics:
                 self._tokens(outcome.tenant, call.endpoint, "in").inc(call.tokens_in)
             if call.tokens_out:
                 self._tokens(outcome.tenant, call.endpoint, "out").inc(call.tokens_out)
+        if self._ledger_sync is not None:
+            self._ledger_sync.sync()
 
     def set_breaker_state(self, endpoint: str, state: str) -> None:
         """Record an endpoint's breaker state (``closed``, ``open`` or ``half_open``)."""
@@ -167,19 +188,97 @@ class Metrics:
             self.breaker.labels(endpoint, known).set(1.0 if known == state else 0.0)
 
     def watch_ledger(self, stats: Callable[[], LedgerStats]) -> None:
-        """Expose the ledger writer's state, read at each scrape."""
-        self.registry.register(_LedgerCollector(stats))
+        """Expose the ledger writer's state, read at each scrape (and, with several workers,
+        copied into multiprocess metrics after each request)."""
+        if self._multiprocess_dir is None:
+            self.registry.register(_LedgerCollector(stats))
+        else:
+            self._ledger_sync = _LedgerSync(stats, self.registry)
 
     def set_config_version(self, version: str) -> None:
         """``coe_config_info{version}``: 1 on the version now serving; the previous one is gone."""
         if self._config_version is not None and self._config_version != version:
+            # A worker's multiprocess file keeps a removed series: 0 first, so it reads 0 there.
+            self.config_info.labels(self._config_version).set(0.0)
             self.config_info.remove(self._config_version)
         self._config_version = version
         self.config_info.labels(version).set(1.0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition payload and its content type, for ``GET /metrics``."""
-        return generate_latest(self.registry), CONTENT_TYPE
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE
+        if self._ledger_sync is not None:
+            self._ledger_sync.sync()
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker), CONTENT_TYPE
+
+
+_LEDGER_AVAILABLE_HELP = (
+    "1 while the ledger commits; 0 while it cannot (requests get 503 ledger_unavailable)."
+)
+_LEDGER_SPOOLED_HELP = (
+    "Requests answered 503 whose calls wait in memory to be written to the ledger."
+)
+_LEDGER_SPOOL_WRITTEN_HELP = "Spooled requests written to the ledger once it was back."
+_LEDGER_UNRECORDED_HELP = (
+    "Requests whose upstream calls never reached the ledger (each logged with its cost)."
+)
+_LEDGER_UNRECORDED_COST_HELP = (
+    "Cost in US dollars of the upstream calls that never reached the ledger."
+)
+
+
+class _LedgerSync:
+    """The ledger's figures as multiprocess metrics, for a worker among several: gauges set and
+    counters advanced from the writer's stats whenever they changed."""
+
+    def __init__(self, stats: Callable[[], LedgerStats], registry: CollectorRegistry) -> None:
+        self._stats = stats
+        self._seen: tuple[bool, int, int, int, float] | None = None
+        # Any worker that cannot commit shows: the live workers' minimum.
+        self._available = Gauge(
+            "coe_ledger_available",
+            _LEDGER_AVAILABLE_HELP,
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self._spooled = Gauge(
+            "coe_ledger_spooled_requests",
+            _LEDGER_SPOOLED_HELP,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._spool_written = Counter(
+            "coe_ledger_spool_written_requests", _LEDGER_SPOOL_WRITTEN_HELP, registry=registry
+        )
+        self._unrecorded = Counter(
+            "coe_ledger_unrecorded_requests", _LEDGER_UNRECORDED_HELP, registry=registry
+        )
+        self._unrecorded_cost = Counter(
+            "coe_ledger_unrecorded_cost_usd", _LEDGER_UNRECORDED_COST_HELP, registry=registry
+        )
+        self.sync()
+
+    def sync(self) -> None:
+        stats = self._stats()
+        now = (
+            stats.available,
+            stats.spooled,
+            stats.spool_written,
+            stats.unrecorded_requests,
+            stats.unrecorded_cost_usd,
+        )
+        if now == self._seen:
+            return
+        before = self._seen or (True, 0, 0, 0, 0.0)
+        self._seen = now
+        self._available.set(1.0 if stats.available else 0.0)
+        self._spooled.set(stats.spooled)
+        self._spool_written.inc(max(0, stats.spool_written - before[2]))
+        self._unrecorded.inc(max(0, stats.unrecorded_requests - before[3]))
+        self._unrecorded_cost.inc(max(0.0, stats.unrecorded_cost_usd - before[4]))
 
 
 class _LedgerCollector:
@@ -192,26 +291,26 @@ class _LedgerCollector:
         stats = self._stats()
         yield GaugeMetricFamily(
             "coe_ledger_available",
-            "1 while the ledger commits; 0 while it cannot (requests get 503 ledger_unavailable).",
+            _LEDGER_AVAILABLE_HELP,
             value=1.0 if stats.available else 0.0,
         )
         yield GaugeMetricFamily(
             "coe_ledger_spooled_requests",
-            "Requests answered 503 whose calls wait in memory to be written to the ledger.",
+            _LEDGER_SPOOLED_HELP,
             value=stats.spooled,
         )
         yield CounterMetricFamily(
             "coe_ledger_spool_written_requests",
-            "Spooled requests written to the ledger once it was back.",
+            _LEDGER_SPOOL_WRITTEN_HELP,
             value=stats.spool_written,
         )
         yield CounterMetricFamily(
             "coe_ledger_unrecorded_requests",
-            "Requests whose upstream calls never reached the ledger (each logged with its cost).",
+            _LEDGER_UNRECORDED_HELP,
             value=stats.unrecorded_requests,
         )
         yield CounterMetricFamily(
             "coe_ledger_unrecorded_cost_usd",
-            "Cost in US dollars of the upstream calls that never reached the ledger.",
+            _LEDGER_UNRECORDED_COST_HELP,
             value=stats.unrecorded_cost_usd,
         )

@@ -38,6 +38,7 @@ from gateway.errors import CoEError
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from gateway.config import Settings
     from gateway.reload import ConfigSource
@@ -160,10 +161,12 @@ def server_config(
     source: ConfigSource | None = None,
     version: str | None = None,
     reload_on_sighup: bool = False,
+    metrics_dir: Path | None = None,
     **overrides: Any,
 ) -> uvicorn.Config:
     """uvicorn's config for the gateway built from ``settings``, with the bounded protocol;
-    ``source``, ``version`` and ``reload_on_sighup`` go to ``create_app`` (config reloads)."""
+    ``source``, ``version`` and ``reload_on_sighup`` go to ``create_app`` (config reloads), and
+    so does ``metrics_dir`` (one worker of several: gateway.workers)."""
     options: dict[str, Any] = {
         "host": settings.server.host,
         "port": settings.server.port,
@@ -185,7 +188,11 @@ def server_config(
     }
     options.update(overrides)
     app = create_app(
-        settings, source=source, version=version, reload_on_sighup=reload_on_sighup
+        settings,
+        source=source,
+        version=version,
+        reload_on_sighup=reload_on_sighup,
+        metrics_dir=metrics_dir,
     )
     return uvicorn.Config(app, **options)
 

@@ -1,7 +1,9 @@
 """``coe serve`` as a child process on a free loopback port, for crash, drain and soak runs.
 
 The child's output goes to a log file beside its config, so a failing test can show it. A child
-offers no event to wait on: readiness is found by polling ``/healthz``, bounded in time.
+offers no event to wait on: readiness is found by polling ``/healthz``, bounded in time. With
+``workers`` (``server.workers``) the child is a supervisor whose workers it forks; the child runs
+in its own process group, so ``stop`` kills the workers too.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ class GatewayProcess:
         *,
         name: str = "gateway",
         args: tuple[str, ...] = (),
+        workers: int | None = None,
     ) -> None:
         self.port = free_port()
         self.config_path = folder / f"{name}.toml"
         self.log_path = folder / f"{name}.log"
         # No host unless the config names one: the default bind is under test too.
         server = {**config.get("server", {}), "port": self.port}
+        if workers is not None:
+            server["workers"] = workers
         self.config_path.write_text(tomli_w.dumps({**config, "server": server}))
         self._args = args
+        self._workers = workers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +65,7 @@ class GatewayProcess:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -84,10 +91,28 @@ class GatewayProcess:
         return self.process.wait(timeout=timeout_s)
 
     def stop(self) -> None:
-        """Kill the child if it is still running (the end of every test, whatever happened)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        """Kill the child and its workers if still running (the end of every test, whatever
+        happened)."""
+        if self.process is None:
+            return
+        if self._workers is not None and self.process.poll() is None:
+            # A supervisor asked to stop removes its metrics folder; SIGKILL would leave it.
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the group is gone
+        if self.process.poll() is None:
             self.process.wait(timeout=10)
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's workers (its child processes), from /proc."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return sorted(int(pid) for pid in children)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -35,6 +35,7 @@ from providers.http import make_aiohttp_transport, make_http_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     import httpx
 
@@ -53,10 +54,13 @@ def create_app(
     source: ConfigSource | None = None,
     version: str | None = None,
     reload_on_sighup: bool = False,
+    metrics_dir: Path | None = None,
 ) -> FastAPI:
     """Build the app; nothing is opened until the lifespan starts. With ``source`` (the file
     ``settings`` came from, ``version`` its hash) ``POST /v1/coe/reload`` re-reads it, and so does
-    SIGHUP with ``reload_on_sighup`` (``coe serve``: the process's main thread owns signals)."""
+    SIGHUP with ``reload_on_sighup`` (``coe serve``: the process's main thread owns signals).
+    ``metrics_dir``: this app is one worker of several (gateway.serve), its metrics written to
+    that multiprocess folder and ``/metrics`` summed over all of them."""
     # Decided once, here: with tracing off no middleware is installed and the engine has no hooks.
     traced = tracing_wanted(settings.telemetry)
 
@@ -70,7 +74,7 @@ def create_app(
             tracing = open_tracing(settings.telemetry, settings.endpoints) if traced else None
             if tracing is not None:
                 stack.push_async_callback(tracing.aclose)  # last out: after the ledger's flush
-            metrics = Metrics()
+            metrics = Metrics(multiprocess_dir=metrics_dir)
             ledger = await stack.enter_async_context(open_ledger(settings.ledger))
             metrics.watch_ledger(lambda: ledger.stats)
             # What the file decides is a generation (gateway.reload) a reload swaps; these stay.

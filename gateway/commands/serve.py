@@ -1,4 +1,8 @@
-"""``coe serve --config FILE``: run the gateway with uvicorn; SIGHUP re-reads FILE (coe reload)."""
+"""``coe serve --config FILE``: run the gateway with uvicorn; SIGHUP re-reads FILE (coe reload).
+
+``--workers N`` (``server.workers``) serves the port from N processes (gateway.workers): send
+SIGHUP to this process to reload them all; ``POST /v1/coe/reload`` reloads only the worker that
+answers it."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import uvicorn
 from gateway.logs import configure_logging
 from gateway.reload import ConfigSource
 from gateway.serve import server_config
+from gateway.workers import run_workers, worker_count
 
 if TYPE_CHECKING:
     import argparse
@@ -26,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="override server.drain_timeout_s: on SIGTERM, how long in-flight requests may finish",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="override server.workers: processes serving the port (0: one per core; default 1)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument(
         "--log-format", default="json", choices=["json", "text"], help="log lines (default json)"
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             ("host", args.host),
             ("port", args.port),
             ("drain_timeout_s", args.drain_timeout),
+            ("workers", args.workers),
         )
         if value is not None
     }
@@ -47,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     source = ConfigSource(Path(args.config), overrides)
     settings, version = source.load()
     configure_logging(args.log_level, json=args.log_format == "json")
+    workers = worker_count(settings.server.workers)
+    if workers > 1:
+        return run_workers(settings, version, source, workers=workers, log_level=args.log_level)
     config = server_config(
         settings,
         log_level=args.log_level,
