@@ -56,6 +56,10 @@ class ServerConfig(_Model):
     # the longest route deadline_s, every request ends on its own (a 504 is recorded; a cancelled
     # request's calls are not).
     drain_timeout_s: float = Field(default=65.0, gt=0)
+    # Worker processes serving the one port (gateway.serve): 1 serves in this process, 0 starts
+    # one per core (os.cpu_count()). Breakers, GPU-share meters and per-tenant limits are per
+    # worker; budgets (the ledger) and /metrics (summed) are not.
+    workers: int = Field(default=1, ge=0)
     # Abusive clients (gateway.serve). A connection whose request line and headers are not all in
     # within header_timeout_s is closed (slowloris); an idle keep-alive connection is closed after
     # keepalive_timeout_s; past max_connections open connections (or requests in flight) uvicorn
@@ -67,6 +71,9 @@ class ServerConfig(_Model):
     # Retry-After. 0: no limit. Applies to keyed tenants (and admin keys), not to the anonymous
     # tenant of a gateway without [[tenants]]. The one [server] key a reload applies.
     max_concurrent_requests_per_tenant: int = Field(default=256, ge=0)
+    # Requests one tenant may start a second (a token bucket holding one second's worth); past
+    # it, 429 rate_limit_exceeded with a Retry-After. 0: no limit. Keyed tenants only, as above.
+    max_requests_per_second_per_tenant: float = Field(default=0.0, ge=0)
 
 
 class LedgerConfig(_Model):

@@ -9,7 +9,8 @@ CoEError
 ├── PayloadTooLarge     413   body over server.max_body_bytes
 ├── QuotaExceeded       429   the tenant's monthly budget cannot hold this request's worst case
 ├── LedgerUnavailable   503   the ledger cannot commit (or reserve) now; sent with Retry-After
-├── TooManyRequests     429   the tenant has max_concurrent_requests_per_tenant in flight
+├── TooManyRequests     429   the tenant is past max_concurrent_requests_per_tenant in flight
+│                             or max_requests_per_second_per_tenant
 ├── ReloadRefused       409   a config reload was refused; the running config keeps serving
 └── CascadeFailed             the cascade ran (and paid) but decided nothing; carries the outcome
     ├── UpstreamFailed  502   every endpoint of the last tier reached failed

@@ -54,7 +54,9 @@ log = logging.getLogger("coe.reload")
 
 VERSION_CHARS = 12
 # The one [server] key a reload applies; the others are uvicorn's, fixed when it started.
-RELOADABLE_SERVER_KEYS = frozenset({"max_concurrent_requests_per_tenant"})
+RELOADABLE_SERVER_KEYS = frozenset(
+    {"max_concurrent_requests_per_tenant", "max_requests_per_second_per_tenant"}
+)
 RESTART_SECTIONS = ("server", "ledger", "telemetry")
 
 

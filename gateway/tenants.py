@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,7 +22,7 @@ from gateway.config import ADMIN_TENANT
 from gateway.errors import TooManyRequests, Unauthorized
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from gateway.config import Settings
 
@@ -96,15 +98,22 @@ class KeyRing:
 
 
 class TenantLimiter:
-    """Requests in flight per tenant, for ``server.max_concurrent_requests_per_tenant``.
+    """Per-tenant limits: requests in flight (``server.max_concurrent_requests_per_tenant``) and
+    requests a second (``server.max_requests_per_second_per_tenant``).
 
-    One counter per tenant with requests in flight (dropped at zero, so the table stays as small
-    as the tenants active now). It outlives config reloads: a new limit applies from the next
-    request. The event loop is the only thread that touches it.
+    A concurrency limit alone lets a tenant whose requests are quick take most of the CPU; the
+    rate limit is what keeps a noisy tenant to its share. One counter per tenant with requests in
+    flight (dropped at zero, so the table stays as small as the tenants active now) and one token
+    bucket per tenant that has been rate limited (as many as the configured tenants). Both outlive
+    config reloads: a new limit applies from the next request. The event loop is the only thread
+    that touches them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._in_flight: dict[str, int] = {}
+        # tenant -> (tokens left, when they were counted)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._clock = clock
 
     def in_flight(self, tenant: str) -> int:
         return self._in_flight.get(tenant, 0)
@@ -128,6 +137,27 @@ class TenantLimiter:
                 self._in_flight[tenant] = remaining
             else:
                 del self._in_flight[tenant]
+
+    def admit(self, tenant: str, rate: float) -> None:
+        """Take one of ``tenant``'s tokens: a bucket refilled at ``rate`` a second (0: no limit)
+        that holds one second's worth (at least one), so a burst of ``rate`` requests passes at
+        once. With no token left raise 429, whose ``Retry-After`` is the wait for the next one
+        (whole seconds, at least 1). A refused request takes no token."""
+        if not rate:
+            return
+        now = self._clock()
+        burst = max(rate, 1.0)
+        tokens, counted_at = self._buckets.get(tenant, (burst, now))
+        tokens = min(burst, tokens + max(0.0, now - counted_at) * rate)
+        if tokens < 1:
+            self._buckets[tenant] = (tokens, now)
+            refused = TooManyRequests(
+                f"tenant {tenant!r} is past {rate:g} requests a second, the most this gateway "
+                "allows one tenant (server.max_requests_per_second_per_tenant); retry later"
+            )
+            refused.retry_after_s = max(1, math.ceil((1 - tokens) / rate))
+            raise refused
+        self._buckets[tenant] = (tokens - 1, now)
 
 
 def _holds(digests: tuple[str, ...], digest: str) -> bool:

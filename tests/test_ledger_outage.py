@@ -158,8 +158,8 @@ async def test_postgresql_restarted_under_load(
     def database_started() -> None:
         own_postgres.start()
 
-    # 15 s at 20 req/s (the issue asks ~30 s; 15 keeps the default run short): 5 s up, 5 s down.
-    sent, marks = await load(gateway.url, 15.0, {4.0: database_stopped, 9.0: database_started})
+    # 30 s at 20 req/s, as issue 17 asks: 10 s up, 10 s down, 10 s up again.
+    sent, marks = await load(gateway.url, 30.0, {10.0: database_stopped, 20.0: database_started})
     rows = fresh_query(own_postgres.dsn, "SELECT request_id FROM coe_requests")
     recorded = {str(r[0]) for r in rows}
     spooled = fresh_query(

@@ -1,9 +1,10 @@
 """Abusive clients, on a real ``coe serve`` process: each ``[server]`` limit's mechanism.
 
 A connection that sends its request head too slowly is closed (408 if it sent part of one), an idle
-keep-alive connection is closed, a tenant past ``max_concurrent_requests_per_tenant`` gets 429
-``rate_limit_exceeded`` with Retry-After while another tenant is served, and past
-``max_connections`` uvicorn answers 503. bench/abuse.py measures them under attack.
+keep-alive connection is closed, a tenant past ``max_concurrent_requests_per_tenant`` or
+``max_requests_per_second_per_tenant`` gets 429 ``rate_limit_exceeded`` with Retry-After while
+another tenant is served, and past ``max_connections`` uvicorn answers 503. bench/abuse.py
+measures them under attack.
 """
 
 from __future__ import annotations
@@ -127,6 +128,48 @@ def test_a_tenant_past_its_concurrency_gets_429_and_others_are_served(
     assert "alice" in refused.json()["error"]["message"]
     # The slots are given back: alice is served again.
     assert ask(KEY_A).status_code == 200
+
+
+def test_a_tenant_past_its_rate_gets_429_and_others_are_served(tmp_path: Path) -> None:
+    config = {
+        "server": {"max_requests_per_second_per_tenant": 1},
+        "ledger": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        "endpoints": [
+            {"name": "slow", "kind": "python", "function": "tests.slow_classifier:slow_positive"}
+        ],
+        "routes": {"slow": {"labels": ["positive", "negative"], "tiers": [["slow"]]}},
+        "tenants": [
+            {"name": "alice", "api_key_sha256": [key_digest(KEY_A)]},
+            {"name": "bob", "api_key_sha256": [key_digest(KEY_B)]},
+        ],
+    }
+    gateway = GatewayProcess(config, tmp_path).start()
+
+    def ask(key: str) -> httpx.Response:
+        return httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=BODY,
+            headers={"authorization": f"Bearer {key}"},
+            timeout=20,
+        )
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            alice = [pool.submit(ask, KEY_A) for _ in range(3)]
+            bob = pool.submit(ask, KEY_B)
+            answers = [f.result() for f in alice]
+        refused = next(a for a in answers if a.status_code == 429)
+
+        # One second's worth (one request) passes; the rest are refused, not queued.
+        assert sorted(a.status_code for a in answers) == [200, 429, 429]
+        assert bob.result().status_code == 200
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "max_requests_per_second_per_tenant" in refused.json()["error"]["message"]
+        time.sleep(1.0)  # a token has come back
+        assert ask(KEY_A).status_code == 200
+    finally:
+        gateway.stop()
 
 
 def test_past_max_connections_requests_get_503(tmp_path: Path) -> None:

@@ -63,10 +63,13 @@ async def serve_cascade(
         principal = config.keyring.authenticate(request.headers.get("authorization"))
         # Keyed tenants only: without [[tenants]] everyone is one anonymous tenant.
         limit = config.settings.server.max_concurrent_requests_per_tenant
+        rate = config.settings.server.max_requests_per_second_per_tenant
         if not config.keyring.requires_key:
-            limit = 0
+            limit, rate = 0, 0.0
         try:
             with state.tenant_limits.hold(principal.tenant, limit):
+                # After the concurrency check, so a request refused there takes no token.
+                state.tenant_limits.admit(principal.tenant, rate)
                 return await _serve(request, parse, state, config, principal)
         except TooManyRequests:
             state.metrics.rate_limited.labels(principal.tenant).inc()
