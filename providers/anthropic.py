@@ -25,23 +25,20 @@ the OpenAI-compatible adapter. Anthropic's 529 ``overloaded_error`` is retried a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import httpx
 import orjson
 
-from providers._constants import CONNECT_TIMEOUT_S, ERROR_BODY_CHARS
+from providers._constants import ERROR_BODY_CHARS
 from providers.base import CallRecord, CallRequest, Provider
-from providers.errors import EndpointConfigError
-from providers.http import SharedClient
 from providers.outcomes import failed_call, unanswered_call
+from providers.posting import EndpointPoster, api_key
 from providers.prompting import build_messages
-from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy, send_with_retries
+from providers.retry import DEFAULT_RETRY_POLICY, Outcome, RetryPolicy
 
 if TYPE_CHECKING:
     from providers.endpoint import EndpointConfig
@@ -61,21 +58,11 @@ class AnthropicProvider(Provider):
     ) -> None:
         self.name = endpoint.name
         self._endpoint = endpoint
-        self._client = client
-        self._direct = client.direct if isinstance(client, SharedClient) else None
-        self._retry_policy = retry_policy
-        self._url = endpoint.base_url.rstrip("/") + "/messages"
+        url = endpoint.base_url.rstrip("/") + "/messages"
+        self._poster = EndpointPoster(endpoint, client, url, retry_policy)
         self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
-        if endpoint.api_key_env is not None:
-            key = os.environ.get(endpoint.api_key_env)
-            if not key:
-                raise EndpointConfigError(
-                    f"endpoint {endpoint.name!r}: environment variable "
-                    f"{endpoint.api_key_env!r} (api_key_env) is not set or empty"
-                )
+        if (key := api_key(endpoint)) is not None:
             self._headers["x-api-key"] = key
-        self._timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_S, endpoint.timeout_s))
-        self._limiter = anyio.CapacityLimiter(endpoint.max_concurrency)
 
     def _body(self, request: CallRequest) -> dict[str, Any]:
         """The JSON body for ``request``, before ``extra_body`` is merged over it."""
@@ -112,36 +99,7 @@ class AnthropicProvider(Provider):
             headers = {**headers, "x-request-id": request.request_id}
         if request.headers:
             headers = {**headers, **request.headers}
-        attempts = 0
-
-        async def send() -> Outcome:
-            nonlocal attempts
-            attempts += 1
-            try:
-                self._limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await self._limiter.acquire()
-            try:
-                if self._direct is not None:
-                    response = await self._direct.post(self._url, content, headers, self._timeout)
-                else:
-                    response = await self._client.post(
-                        self._url, content=content, headers=headers, timeout=self._timeout
-                    )
-            except httpx.RequestError as exc:
-                return exc
-            finally:
-                self._limiter.release()
-            return response
-
-        outcome: Outcome | None = None
-        with anyio.move_on_after(self._endpoint.timeout_s) as scope:
-            outcome = await send_with_retries(
-                send,
-                max_retries=self._endpoint.max_retries,
-                remaining_s=lambda: scope.deadline - anyio.current_time(),
-                policy=self._retry_policy,
-            )
+        outcome, attempts = await self._poster.post(content, headers)
         if outcome is None:
             error = f"no answer within {self._endpoint.timeout_s:g} s"
             return failed_call(self.name, "timeout", error, attempts, started)

@@ -151,7 +151,8 @@ def test_a_failed_call_is_an_error_span_and_no_traceparent_starts_a_trace(
 ) -> None:
     upstreams["small-a"].answer(None, status=500)
 
-    with GatewayServer(traced_settings(threshold="2/3")) as gateway:
+    # Every call of the tier finishes: the failure cannot arrive after the two votes that decide.
+    with GatewayServer(traced_settings(threshold="2/3", wait_for_all=True)) as gateway:
         body = ask(gateway)
 
     assert body["coe"]["decision"] == "agreed"
