@@ -15,10 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import tomli_w
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tests.upstream import UpstreamServer
 
 
 def free_port() -> int:
@@ -126,3 +131,28 @@ class GatewayProcess:
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+ONE_TIER = ("small-a", "small-b", "small-c")
+
+
+def one_tier_config(upstreams: Mapping[str, UpstreamServer], ledger_url: str) -> dict[str, Any]:
+    """A unanimous one-tier sentiment route over the three small test upstreams, as `coe serve`
+    reads it (the crash, budget and ledger-outage tests run it)."""
+    return {
+        "ledger": {"url": ledger_url},
+        "endpoints": [
+            {
+                "name": name,
+                "base_url": upstreams[name].base_url,
+                "model": name,
+                "max_retries": 0,
+                "usd_per_mtok_in": 0.10,
+                "usd_per_mtok_out": 0.20,
+            }
+            for name in ONE_TIER
+        ],
+        "routes": {
+            "sentiment": {"labels": ["positive", "negative"], "threshold": 1, "tiers": [ONE_TIER]}
+        },
+    }

@@ -14,14 +14,13 @@ import httpx
 import pytest
 
 from gateway.tenants import key_digest
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, one_tier_config
 from tests.ledger_fixtures import fresh_query, ledger_url_for
 from tests.upstream import UpstreamServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.reliability]
 
 KEY = "sk-tenant-capped"
-TIER = ("small-a", "small-b", "small-c")
 # θ = 1, three agreeing calls of 10 prompt + 2 answer tokens (the upstream's usage) at
 # $0.10/$0.20 per Mtok.
 REQUEST_COST = 3 * (10 * 0.10 + 2 * 0.20) / 1e6
@@ -34,21 +33,7 @@ BODY = {"model": "sentiment", "messages": [{"role": "user", "content": "Lovely."
 
 def config(upstreams: dict[str, UpstreamServer], ledger_url: str) -> dict[str, Any]:
     return {
-        "ledger": {"url": ledger_url},
-        "endpoints": [
-            {
-                "name": name,
-                "base_url": upstreams[name].base_url,
-                "model": name,
-                "max_retries": 0,
-                "usd_per_mtok_in": 0.10,
-                "usd_per_mtok_out": 0.20,
-            }
-            for name in TIER
-        ],
-        "routes": {
-            "sentiment": {"labels": ["positive", "negative"], "threshold": 1, "tiers": [TIER]}
-        },
+        **one_tier_config(upstreams, ledger_url),
         "tenants": [{"name": "capped", "api_key_sha256": [key_digest(KEY)], "budget_usd": BUDGET}],
     }
 

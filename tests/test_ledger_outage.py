@@ -16,20 +16,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, one_tier_config
 from tests.ledger_fixtures import fresh_query
 from tests.own_postgres import OwnPostgres
 from tests.upstream import UpstreamServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.reliability]
 
-TIER = ("small-a", "small-b", "small-c")
 BODY = {"model": "sentiment", "messages": [{"role": "user", "content": "Lovely."}]}
 RATE = 20  # requests per second
 RESUME_WITHIN_S = 5.0
@@ -44,24 +42,6 @@ class Sent:
     code: str | None = None
 
 
-def config(upstreams: dict[str, UpstreamServer], ledger_url: str) -> dict[str, Any]:
-    return {
-        "ledger": {"url": ledger_url},
-        "endpoints": [
-            {
-                "name": name,
-                "base_url": upstreams[name].base_url,
-                "model": name,
-                "max_retries": 0,
-                "usd_per_mtok_in": 0.10,
-                "usd_per_mtok_out": 0.20,
-            }
-            for name in TIER
-        ],
-        "routes": {
-            "sentiment": {"labels": ["positive", "negative"], "threshold": 1, "tiers": [TIER]}
-        },
-    }
 
 
 @pytest.fixture
@@ -148,7 +128,7 @@ async def test_postgresql_restarted_under_load(
     tmp_path: Path,
     gateways: list[GatewayProcess],
 ) -> None:
-    gateway = GatewayProcess(config(upstreams, own_postgres.dsn), tmp_path)
+    gateway = GatewayProcess(one_tier_config(upstreams, own_postgres.dsn), tmp_path)
     gateways.append(gateway)
     gateway.start()
 
@@ -177,7 +157,7 @@ async def test_sqlite_on_a_full_disk(
     upstreams: dict[str, UpstreamServer], tmp_path: Path, gateways: list[GatewayProcess]
 ) -> None:
     db = tmp_path / "ledger.db"
-    gateway = GatewayProcess(config(upstreams, f"sqlite:///{db}"), tmp_path)
+    gateway = GatewayProcess(one_tier_config(upstreams, f"sqlite:///{db}"), tmp_path)
     gateways.append(gateway)
     # A file that may not grow past its limit gets EFBIG, and SIGXFSZ, which the child ignores
     # (an ignored signal stays ignored across exec).

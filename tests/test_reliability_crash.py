@@ -13,40 +13,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, one_tier_config
 from tests.ledger_fixtures import BACKENDS, fresh_query, ledger_url_for
 from tests.upstream import Gate, Reply, UpstreamServer
 
-TIER = ("small-a", "small-b", "small-c")
 BODY = {"model": "sentiment", "messages": [{"role": "user", "content": "Lovely."}]}
 ANSWERED_BEFORE_KILL = 40
 WORKERS = 8
 
 
-def config(upstreams: dict[str, UpstreamServer], ledger_url: str) -> dict[str, Any]:
-    return {
-        "ledger": {"url": ledger_url},
-        "endpoints": [
-            {
-                "name": name,
-                "base_url": upstreams[name].base_url,
-                "model": name,
-                "max_retries": 0,
-                "usd_per_mtok_in": 0.10,
-                "usd_per_mtok_out": 0.20,
-            }
-            for name in TIER
-        ],
-        "routes": {
-            "sentiment": {"labels": ["positive", "negative"], "threshold": 1, "tiers": [TIER]}
-        },
-    }
 
 
 @pytest.fixture(params=BACKENDS)
@@ -79,7 +59,7 @@ async def test_kill_9_under_load_loses_no_answered_request(
     tmp_path: Path,
     gateways: list[GatewayProcess],
 ) -> None:
-    gateway = start(gateways, GatewayProcess(config(upstreams, ledger_url), tmp_path))
+    gateway = start(gateways, GatewayProcess(one_tier_config(upstreams, ledger_url), tmp_path))
     answered: list[str] = []
     sent: list[str] = []
     killed = threading.Event()
@@ -145,7 +125,9 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_flushes(
     upstreams["small-a"].script(Reply(), Reply(gate=held))
     gateway = start(
         gateways,
-        GatewayProcess(config(upstreams, ledger_url), tmp_path, args=("--drain-timeout", "20")),
+        GatewayProcess(
+            one_tier_config(upstreams, ledger_url), tmp_path, args=("--drain-timeout", "20")
+        ),
     )
     before = httpx.post(f"{gateway.url}/v1/chat/completions", json=BODY, timeout=30)
     results: list[httpx.Response | Exception] = []
@@ -178,7 +160,9 @@ def test_sigterm_gives_up_on_a_stuck_request_after_the_drain_timeout(
     upstreams["small-a"].script(Reply(), Reply(gate=stuck))
     gateway = start(
         gateways,
-        GatewayProcess(config(upstreams, ledger_url), tmp_path, args=("--drain-timeout", "1")),
+        GatewayProcess(
+            one_tier_config(upstreams, ledger_url), tmp_path, args=("--drain-timeout", "1")
+        ),
     )
     before = httpx.post(f"{gateway.url}/v1/chat/completions", json=BODY, timeout=30)
     results: list[httpx.Response | Exception] = []

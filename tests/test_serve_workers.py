@@ -22,11 +22,10 @@ import tomli_w
 from gateway.config import ServerConfig
 from gateway.tenants import key_digest
 from gateway.workers import worker_count
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, one_tier_config
 from tests.ledger_fixtures import BACKENDS, fresh_query, ledger_url_for
 from tests.test_budgets_hard import burst, check_budget_held
 from tests.test_budgets_hard import config as budget_config
-from tests.test_reliability_crash import config as upstream_config
 from tests.test_reliability_crash import post_in_thread, recorded
 from tests.upstream import Gate, Reply, UpstreamServer
 
@@ -162,7 +161,7 @@ def test_sigterm_drains_every_worker_and_records_the_request_in_flight(
     gateway = start(
         gateways,
         GatewayProcess(
-            upstream_config(upstreams, ledger_url),
+            one_tier_config(upstreams, ledger_url),
             tmp_path,
             workers=2,
             args=("--drain-timeout", "20"),
