@@ -68,7 +68,7 @@ def expected_workers(gateway: GatewayProcess) -> int:
     return int(gateway.config_path.read_text().split("workers = ")[1].split()[0])
 
 
-def wait_for(condition: Any, what: str, timeout_s: float = 20) -> None:
+def wait_for(condition: Any, what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
