@@ -99,6 +99,20 @@ class PricingConfig(_Model):
         return {**DEFAULT_GPU_HOUR_USD, **table}
 
 
+class AuditConfig(_Model):
+    """``[routes.NAME.audit]``: the live quality audit (gateway.audit, docs/api.md "Audit")."""
+
+    # The share of requests answered below the top tier that are, after their answer is sent,
+    # also sent to the route's top tier in the background.
+    rate: float = Field(default=0.05, ge=0, le=1)
+    # Audits running at once; one that would exceed it is dropped and counted, never queued.
+    max_in_flight: int = Field(default=16, gt=0)
+    # Audit spend as a share of the route's serving spend; past it, sampling pauses.
+    max_share_of_spend: float = Field(default=0.1, ge=0)
+    # Who pays for an audit: the request's tenant (its budget, its bill) or the operator.
+    bill_to: Literal["tenant", "operator"] = "operator"
+
+
 class RouteConfig(_Model):
     task: Task = "classify"
     labels: tuple[str, ...] = ()
@@ -112,11 +126,26 @@ class RouteConfig(_Model):
     temperature: float = Field(default=0.0, ge=0)
     deadline_s: float = Field(default=60.0, gt=0)
     text_similarity: float = Field(default=0.8, gt=0, le=1)
+    audit: AuditConfig | None = None
+    # θ from a target (gateway.audit): serve with the loosest θ of ``thresholds`` whose audited
+    # agreement with the top tier has a lower bound at ``confidence`` ≥ ``target_agreement``;
+    # the strictest of them until ``min_samples`` are in. Replaces ``threshold`` when set.
+    target_agreement: float | None = Field(default=None, gt=0, le=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    min_samples: int = Field(default=200, ge=1)
+    thresholds: tuple[float, ...] = ()
 
     @field_validator("threshold", mode="before")
     @classmethod
     def _parse_threshold(cls, value: Any) -> float:
         return _threshold(value)
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: Any) -> tuple[float, ...]:
+        if not isinstance(value, list | tuple):
+            raise ValueError('thresholds must be a list of θ values such as ["2/3", 1]')
+        return tuple(_threshold(item) for item in value)
 
     @model_validator(mode="after")
     def _task_needs(self) -> RouteConfig:
@@ -131,6 +160,17 @@ class RouteConfig(_Model):
             raise ValueError("task 'classify' needs labels = [...]")
         if self.task == "regex" and not self.pattern:
             raise ValueError("task 'regex' needs pattern = '...'")
+        if self.target_agreement is not None:
+            if not self.thresholds:
+                raise ValueError('target_agreement needs thresholds = [...], the θ values allowed')
+            if len(self.tiers) < 2:
+                raise ValueError("target_agreement needs at least two tiers: a top tier to audit")
+            if self.audit is None or self.audit.rate == 0:
+                # At a loose θ only random samples see the patterns it accepts (census sees those
+                # that escalate): without them θ could never stay loosened.
+                raise ValueError("target_agreement needs [routes.NAME.audit] with rate > 0")
+        elif self.thresholds:
+            raise ValueError("thresholds are the θ values target_agreement may choose: set it")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
