@@ -62,9 +62,12 @@ class BudgetGuard:
         request_id: str,
         deadline_s: float,
         now: datetime | None = None,
+        headroom_usd: float = 0.0,
     ) -> Reservation | None:
         """Hold ``worst_case_usd`` of the tenant's budget for one request, or raise
-        ``QuotaExceeded``; None for a tenant without a budget (nothing to hold)."""
+        ``QuotaExceeded``; None for a tenant without a budget (nothing to hold).
+        ``headroom_usd``: hold only if that much of the budget is still free after it (the live
+        audit keeps a request's worst case free, so audits stop before serving does)."""
         budget = self._budgets.get(tenant)
         if budget is None:
             return None
@@ -72,7 +75,7 @@ class BudgetGuard:
         hold = await self._ledger.reserve(
             tenant,
             worst_case_usd,
-            budget,
+            budget - headroom_usd,
             request_id=request_id,
             expires_in_s=deadline_s + RESERVATION_MARGIN_S,
             now=moment,

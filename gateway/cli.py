@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gateway.commands.serve",
     "gateway.commands.reload",
     "gateway.commands.report",
+    "gateway.commands.audit",
     "gateway.commands.keys",
     "gateway.commands.check_config",
     "gateway.commands.routes",

@@ -69,11 +69,16 @@ class ServerConfig(_Model):
     max_connections: int = Field(default=1000, gt=0)
     # Requests one tenant may have in flight at once; past it, 429 rate_limit_exceeded with a
     # Retry-After. 0: no limit. Applies to keyed tenants (and admin keys), not to the anonymous
-    # tenant of a gateway without [[tenants]]. The one [server] key a reload applies.
+    # tenant of a gateway without [[tenants]]. A reload applies it (and the two below).
     max_concurrent_requests_per_tenant: int = Field(default=256, ge=0)
     # Requests one tenant may start a second (a token bucket holding one second's worth); past
     # it, 429 rate_limit_exceeded with a Retry-After. 0: no limit. Keyed tenants only, as above.
     max_requests_per_second_per_tenant: float = Field(default=0.0, ge=0)
+    # Fair shares while the event loop is contended (gateway.contention): a timer that fires more
+    # than this late makes the gateway, for the next second, refuse (429 rate_limit_exceeded) new
+    # requests of any tenant holding more than an equal share of the requests in flight among the
+    # tenants active in the last second. 0: off. Keyed tenants only, as above; reloadable.
+    fair_share_loop_lag_ms: float = Field(default=20.0, ge=0)
 
 
 class LedgerConfig(_Model):
@@ -105,12 +110,21 @@ class AuditConfig(_Model):
     # The share of requests answered below the top tier that are, after their answer is sent,
     # also sent to the route's top tier in the background.
     rate: float = Field(default=0.05, ge=0, le=1)
-    # Audits running at once; one that would exceed it is dropped and counted, never queued.
+    # Audits running at once in one process; one more is dropped and counted, never queued.
     max_in_flight: int = Field(default=16, gt=0)
     # Audit spend as a share of the route's serving spend; past it, sampling pauses.
     max_share_of_spend: float = Field(default=0.1, ge=0)
-    # Who pays for an audit: the request's tenant (its budget, its bill) or the operator.
+    # Who pays for an audit: the request's tenant (its budget, its bill) or the operator (billed
+    # to the reserved tenant "admin").
     bill_to: Literal["tenant", "operator"] = "operator"
+
+
+_LIVE_ONLY_ROUTE_KEYS = frozenset(
+    {
+        "audit", "target_agreement", "confidence", "min_samples", "thresholds",
+        "refresh_interval_s", "evidence_window",
+    }
+)
 
 
 class RouteConfig(_Model):
@@ -134,6 +148,10 @@ class RouteConfig(_Model):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     min_samples: int = Field(default=200, ge=1)
     thresholds: tuple[float, ...] = ()
+    # How often θ is re-chosen, on wall-clock multiples so every replica reads the same rows, and
+    # how many of the latest audited requests per vote pattern and kind judge it.
+    refresh_interval_s: float = Field(default=30.0, gt=0)
+    evidence_window: int = Field(default=2000, ge=1)
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -169,6 +187,8 @@ class RouteConfig(_Model):
                 # At a loose θ only random samples see the patterns it accepts (census sees those
                 # that escalate): without them θ could never stay loosened.
                 raise ValueError("target_agreement needs [routes.NAME.audit] with rate > 0")
+            if self.evidence_window < self.min_samples:
+                raise ValueError("evidence_window must hold at least min_samples audited requests")
         elif self.thresholds:
             raise ValueError("thresholds are the θ values target_agreement may choose: set it")
         if self.pattern is not None:
@@ -177,6 +197,11 @@ class RouteConfig(_Model):
             except re.error as exc:
                 raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
         return self
+
+    def recorded(self) -> dict[str, Any]:
+        """The route as a recording's header stores it (``coe eval record``): its cascade, without
+        the live audit's and θ controller's keys, which a full-information run has no use for."""
+        return self.model_dump(mode="json", exclude=set(_LIVE_ONLY_ROUTE_KEYS))
 
     @property
     def answer_set(self) -> tuple[str, ...]:

@@ -92,6 +92,7 @@ class CascadeEngine:
         with anyio.move_on_after(route.deadline_s) as deadline:
             for index in cascade:
                 result = await self._run_tier(plan, index, tiers[index], call, chars, outcome)
+                outcome.tier_votes.append(result.votes)
                 cascade.settle(result)
         record_cascade(outcome, cascade)
         if deadline.cancelled_caught:
@@ -118,25 +119,11 @@ class CascadeEngine:
             policy=plan.policy,
             wait_for_all=plan.route.wait_for_all,
         )
-        send, receive = anyio.create_memory_object_stream[int](size)
         span = self._tracing.start_tier(index, size) if self._tracing is not None else None
         finished = False
         try:
-            async with anyio.create_task_group() as group:
-                for slot, name in enumerate(tier):
-                    group.start_soon(self._call, slot, name, index, call, slots, send.clone(), span)
-                send.close()
-                async with receive:
-                    async for slot in receive:
-                        record = slots[slot]
-                        assert record is not None
-                        _judge(record, plan)
-                        if tally.arrive(_arrival(slot, record, plan)).action != "wait":
-                            # With every call back there is nothing to stop, and anyio's cancel
-                            # formats the task's repr for its message: skip it.
-                            if tally.pending:
-                                group.cancel_scope.cancel()
-                            break
+            vote = self._single if size == 1 else self._race
+            await vote(plan, tier, index, call, slots, tally, span)
             finished = True
         finally:
             # Runs on the deadline's cancellation too: every call made is kept for the ledger.
@@ -154,7 +141,54 @@ class CascadeEngine:
                 self._tracing.end_tier(span, tally, text_votes=text, finished=finished)
         return tally.result()
 
-    async def _call(
+    async def _single(
+        self,
+        plan: CascadePlan,
+        tier: tuple[str, ...],
+        index: int,
+        call: CallRequest,
+        slots: list[CallRecord | None],
+        tally: Tally,
+        span: Span | None,
+    ) -> None:
+        """A tier of one endpoint: nothing to race, so the call is made in this task, without
+        the task group and stream of ``_race`` (bench/RESULTS.md), and its one vote decides."""
+        await self._call(0, tier[0], index, call, slots, span)
+        record = slots[0]
+        assert record is not None
+        _judge(record, plan)
+        tally.arrive(_arrival(0, record, plan))
+
+    async def _race(
+        self,
+        plan: CascadePlan,
+        tier: tuple[str, ...],
+        index: int,
+        call: CallRequest,
+        slots: list[CallRecord | None],
+        tally: Tally,
+        span: Span | None,
+    ) -> None:
+        """Every call of the tier at once; each vote as it arrives, until the tally decides."""
+        send, receive = anyio.create_memory_object_stream[int](len(tier))
+        async with anyio.create_task_group() as group:
+            for slot, name in enumerate(tier):
+                group.start_soon(self._reported_call, slot, name, index, call, slots, send.clone(),
+                                 span)
+            send.close()
+            async with receive:
+                async for slot in receive:
+                    record = slots[slot]
+                    assert record is not None
+                    _judge(record, plan)
+                    if tally.arrive(_arrival(slot, record, plan)).action != "wait":
+                        # With every call back there is nothing to stop, and anyio's cancel
+                        # formats the task's repr for its message: skip it.
+                        if tally.pending:
+                            group.cancel_scope.cancel()
+                        break
+
+    async def _reported_call(
         self,
         slot: int,
         name: str,
@@ -162,6 +196,20 @@ class CascadeEngine:
         call: CallRequest,
         slots: list[CallRecord | None],
         done: ObjectSendStream[int],
+        tier_span: Span | None,
+    ) -> None:
+        """``_call``, then its slot sent to the tier's vote; the stream closes either way."""
+        async with done:
+            await self._call(slot, name, tier, call, slots, tier_span)
+            await done.send(slot)
+
+    async def _call(
+        self,
+        slot: int,
+        name: str,
+        tier: int,
+        call: CallRequest,
+        slots: list[CallRecord | None],
         tier_span: Span | None = None,
     ) -> None:
         tracing, span = self._tracing, None
@@ -172,25 +220,23 @@ class CascadeEngine:
         ticket = self._meter.begin(pool, time.monotonic()) if pool is not None else None
         started = time.perf_counter()
         record: CallRecord | None = None
-        async with done:
-            try:
-                record = await self._providers[name].complete(call)
-            except anyio.get_cancelled_exc_class():
-                record = CallRecord(
-                    endpoint=name,
-                    status="cancelled",
-                    latency_ms=(time.perf_counter() - started) * 1000.0,
-                )
-                self._finish(record, tier, ticket)
-                slots[slot] = record
-                raise
-            finally:
-                # Ended here, cancelled or not: Span.end does not await, so needs no shield.
-                if tracing is not None and span is not None:
-                    tracing.end_call(span, record)
+        try:
+            record = await self._providers[name].complete(call)
+        except anyio.get_cancelled_exc_class():
+            record = CallRecord(
+                endpoint=name,
+                status="cancelled",
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+            )
             self._finish(record, tier, ticket)
             slots[slot] = record
-            await done.send(slot)
+            raise
+        finally:
+            # Ended here, cancelled or not: Span.end does not await, so needs no shield.
+            if tracing is not None and span is not None:
+                tracing.end_call(span, record)
+        self._finish(record, tier, ticket)
+        slots[slot] = record
 
     def _finish(self, record: CallRecord, tier: int, ticket: Any) -> None:
         record.tier = tier

@@ -151,6 +151,35 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        self.audits = Counter(
+            "coe_audits",
+            "Live audits (gateway.audit), by route, tier, kind (sample, census) and outcome: "
+            "agree, disagree, top_failed; for samples not run, dropped (max_in_flight), paused "
+            "(max_share_of_spend), no_budget (bill_to tenant) or unrecorded (ledger out).",
+            ["route", "tier", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.audit_cost = Counter(
+            "coe_audit_cost_usd",
+            "What the live audit's top-tier calls cost in US dollars, by route; not in "
+            "coe_cost_usd_total, which counts serving.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.threshold = Gauge(
+            "coe_threshold_in_force",
+            "The θ a route with target_agreement serves with now, chosen from its audit (with "
+            "several workers: the strictest any live worker has).",
+            ["route"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.threshold_choices = Counter(
+            "coe_threshold_choices",
+            "Times a target route's θ was chosen from its audit, by route.",
+            ["route"],
+            registry=self.registry,
+        )
         self._config_version: str | None = None
         self._ledger_sync: _LedgerSync | None = None
         self._requests = _Children(self.requests)
@@ -203,6 +232,18 @@ class Metrics:
             self.config_info.remove(self._config_version)
         self._config_version = version
         self.config_info.labels(version).set(1.0)
+
+    def set_threshold(self, route: str, theta: float) -> None:
+        """A target route's θ in force, just chosen (``gateway.audit``)."""
+        self.threshold.labels(route).set(theta)
+        self.threshold_choices.labels(route).inc()
+
+    def forget_threshold(self, route: str) -> None:
+        """A route reloaded without a target: its θ is no longer chosen."""
+        try:
+            self.threshold.remove(route)
+        except KeyError:
+            pass  # never chosen
 
     def render(self) -> tuple[bytes, str]:
         """The exposition payload and its content type, for ``GET /metrics``."""

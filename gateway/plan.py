@@ -1,5 +1,6 @@
 """One request's cascade plan: the route's defaults, overridden by the body's ``coe`` object,
-overridden in turn by the ``x-coe-*`` headers (docs/api.md, "Headers": order of precedence)."""
+overridden in turn by the ``x-coe-*`` headers (docs/api.md, "Headers": order of precedence). On a
+route with target_agreement the route's θ is the one its audit put in force."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class CascadePlan:
     tags: tuple[str, ...]
     # The client's structured-output format, for ``CallRequest.response_format``; None for text.
     response_format: Mapping[str, Any] | None = None
+    # On a route with target_agreement, the θ its audit put in force (the route's θ here).
+    threshold_in_force: float | None = None
 
     @property
     def tiers(self) -> tuple[tuple[str, ...], ...]:
@@ -67,7 +70,11 @@ def make_plan(
     body: CoEOverrides,
     headers: Mapping[str, str],
     output: OutputFormat | None = None,
+    threshold_in_force: float | None = None,
 ) -> CascadePlan:
+    """``threshold_in_force``: the θ a route with target_agreement serves with now (the
+    controller's, gateway.audit); it takes the place of ``route.threshold``, and the body's and the
+    header's θ still win over it."""
     task = body.task or route.task
     labels = body.labels if body.labels is not None else _route_labels(route, task)
     if output is not None and output.labels is not None:
@@ -79,7 +86,9 @@ def make_plan(
         raise BadRequest(
             f"task 'regex' needs a pattern, and route {route_name!r} has none", param="coe.task"
         )
-    threshold = body.threshold if body.threshold is not None else route.threshold
+    threshold = threshold_in_force if threshold_in_force is not None else route.threshold
+    if body.threshold is not None:
+        threshold = body.threshold
     policy: PolicyName = body.policy or route.policy
     max_tier = body.max_tier if body.max_tier is not None else len(route.tiers) - 1
 
@@ -106,6 +115,7 @@ def make_plan(
         max_tier=min(max_tier, len(route.tiers) - 1),
         tags=tags,
         response_format=output.response_format if output is not None else None,
+        threshold_in_force=threshold_in_force,
     )
 
 

@@ -10,9 +10,9 @@ swaps the reference; the old generation's providers are closed once its last req
 
 What a generation does not own lives as long as the process: the HTTP client, the ledger, the
 metrics, the traces and uvicorn's listening socket. So ``[ledger]``, ``[telemetry]`` and
-``[server]`` (except ``max_concurrent_requests_per_tenant``) need a restart: a reload that changes
-them is refused, naming the keys, and the running config keeps serving. So does a file that does
-not load: the answer carries the same file/key/problem lines as a failed start.
+``[server]`` (except the per-tenant limits, ``RELOADABLE_SERVER_KEYS``) need a restart: a reload
+that changes them is refused, naming the keys, and the running config keeps serving. So does a
+file that does not load: the answer carries the same file/key/problem lines as a failed start.
 
 A config's version is the first 12 hex digits of the sha256 of the file's bytes (or, for settings
 built in code, of their JSON): metrics (``coe_config_info``), logs and the ledger carry it.
@@ -53,9 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("coe.reload")
 
 VERSION_CHARS = 12
-# The one [server] key a reload applies; the others are uvicorn's, fixed when it started.
+# The [server] keys a reload applies (the per-tenant limits); the others are uvicorn's, fixed when
+# it started.
 RELOADABLE_SERVER_KEYS = frozenset(
-    {"max_concurrent_requests_per_tenant", "max_requests_per_second_per_tenant"}
+    {
+        "max_concurrent_requests_per_tenant",
+        "max_requests_per_second_per_tenant",
+        "fair_share_loop_lag_ms",
+    }
 )
 RESTART_SECTIONS = ("server", "ledger", "telemetry")
 

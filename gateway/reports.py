@@ -13,7 +13,8 @@ hour of their GPU time, summed over the tier's endpoints), the cascade's blended
 (Σ share of requests exiting at tier k × hourly price of tier k, the seed paper's Table 2
 arithmetic) and the top tier's alone. A tier without GPU-priced calls in the window has no hourly
 price; the blended price then is null. ``reserved`` counts the budget reservations made in the
-window and not settled yet, with their worst-case sum.
+window and not settled yet, with their worst-case sum. ``audit`` is the live audit's spend
+(gateway.audit), which every other figure leaves out.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def shape_report(
     savings = 1.0 - totals.cost_usd / top_only if top_only > 0 else 0.0
     return {
         "tenant": tenant,
-        "since": _iso(since),
-        "until": _iso(until),
+        "since": iso_time(since),
+        "until": iso_time(until),
         "totals": {
             "requests": totals.requests,
             "calls": totals.calls,
@@ -89,6 +90,13 @@ def shape_report(
         "reserved": {
             "requests": summary.reserved.requests,
             "cost_usd": _cost(summary.reserved.cost_usd),
+        },
+        # The live audit's own top-tier requests billed to this tenant (the operator's are under
+        # tenant "admin"): apart from, and not in, the serving totals.
+        "audit": {
+            "requests": summary.audit.requests,
+            "calls": summary.audit.calls,
+            "cost_usd": _cost(summary.audit.cost_usd),
         },
     }
 
@@ -115,7 +123,8 @@ def parse_time(text: str | None, name: str) -> datetime | None:
         ) from None
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_time(moment: datetime | None) -> str | None:
+    """A report's time: ISO 8601 in UTC with a Z, or None."""
     return None if moment is None else as_utc(moment).isoformat().replace("+00:00", "Z")
 
 

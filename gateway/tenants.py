@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 DEFAULT_TENANT = "default"
 KEY_PREFIX = "sk-coe-"
+# A tenant that asked within this many seconds has a share of a contended gateway, even with
+# nothing in flight at the moment (a steady 10 requests a second of 30 ms is mostly at zero).
+ACTIVE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,36 +101,46 @@ class KeyRing:
 
 
 class TenantLimiter:
-    """Per-tenant limits: requests in flight (``server.max_concurrent_requests_per_tenant``) and
-    requests a second (``server.max_requests_per_second_per_tenant``).
+    """Per-tenant limits: requests in flight (``server.max_concurrent_requests_per_tenant``),
+    requests a second (``server.max_requests_per_second_per_tenant``) and, while the event loop is
+    contended (``gateway.contention``), a fair share of the requests in flight.
 
-    A concurrency limit alone lets a tenant whose requests are quick take most of the CPU; the
-    rate limit is what keeps a noisy tenant to its share. One counter per tenant with requests in
-    flight (dropped at zero, so the table stays as small as the tenants active now) and one token
-    bucket per tenant that has been rate limited (as many as the configured tenants). Both outlive
-    config reloads: a new limit applies from the next request. The event loop is the only thread
-    that touches them.
+    A concurrency limit alone lets a tenant whose requests are quick take most of the CPU, and a
+    rate limit must be guessed per deployment; the fair share needs neither: while the loop is
+    late, a tenant holding more than its equal share of the requests in flight among the tenants
+    active in the last ``ACTIVE_S`` is refused, so the others' requests are not queued behind its
+    flood. One counter per tenant with requests in flight (dropped at zero, so the table stays as
+    small as the tenants active now), one token bucket per tenant that has been rate limited and
+    one last-request time per tenant (both as many as the configured tenants). All outlive config
+    reloads: a new limit applies from the next request. The event loop is the only thread that
+    touches them.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._in_flight: dict[str, int] = {}
         # tenant -> (tokens left, when they were counted)
         self._buckets: dict[str, tuple[float, float]] = {}
+        # tenant -> when it last asked (admitted or not): who counts as active for a fair share
+        self._asked: dict[str, float] = {}
         self._clock = clock
 
     def in_flight(self, tenant: str) -> int:
         return self._in_flight.get(tenant, 0)
 
     @contextmanager
-    def hold(self, tenant: str, limit: int) -> Iterator[None]:
-        """Count one request of ``tenant`` for the block; past ``limit`` (0: none) raise 429."""
+    def hold(self, tenant: str, limit: int, *, contended: bool = False) -> Iterator[None]:
+        """Count one request of ``tenant`` for the block; past ``limit`` (0: none) raise 429, and
+        while ``contended`` raise 429 too if the tenant holds more than its fair share."""
         count = self._in_flight.get(tenant, 0)
+        self._asked[tenant] = self._clock()
         if limit and count >= limit:
             raise TooManyRequests(
                 f"tenant {tenant!r} already has {count} requests in flight, the most this gateway "
                 f"allows one tenant (server.max_concurrent_requests_per_tenant); retry when one "
                 "finishes"
             )
+        if contended:
+            self._check_fair_share(tenant, count)
         self._in_flight[tenant] = count + 1
         try:
             yield
@@ -137,6 +150,25 @@ class TenantLimiter:
                 self._in_flight[tenant] = remaining
             else:
                 del self._in_flight[tenant]
+
+    def _check_fair_share(self, tenant: str, count: int) -> None:
+        """Max-min fairness of requests in flight: each tenant active in the last ``ACTIVE_S``
+        (one that asked, admitted or not, or still has requests in flight) is entitled to an equal
+        share of all requests in flight. A tenant over it is refused; one at or under it, which
+        includes any tenant with nothing in flight, is not, so equal tenants are never refused
+        and a lone tenant never is."""
+        since = self._clock() - ACTIVE_S
+        quiet = [t for t, at in self._asked.items() if at < since and t not in self._in_flight]
+        for gone in quiet:
+            del self._asked[gone]
+        active = len(self._asked)  # every tenant in flight asked, and is kept above
+        total = sum(self._in_flight.values())
+        if count * active > total:
+            raise TooManyRequests(
+                f"this gateway is contended and tenant {tenant!r} has {count} of the {total} "
+                f"requests in flight, more than its fair share among {active} active tenants "
+                "(server.fair_share_loop_lag_ms); retry shortly"
+            )
 
     def admit(self, tenant: str, rate: float) -> None:
         """Take one of ``tenant``'s tokens: a bucket refilled at ``rate`` a second (0: no limit)

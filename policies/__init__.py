@@ -5,14 +5,10 @@ clocks."""
 
 from policies.answers import AnswerSpec, Task, normalise
 from policies.audit import (
-    PatternBound,
     PatternEvidence,
     PatternReport,
-    ThresholdChoice,
-    ThresholdOption,
     VotePattern,
     audit_report,
-    choose_threshold,
     clopper_pearson,
     collect_evidence,
     lower_bound,
@@ -34,12 +30,22 @@ from policies.confidence import answer_probability, decide_confidence
 from policies.gpu_share import GpuShareMeter, ShareTicket
 from policies.logprobs import TokenLogprob, mean_logprob
 from policies.pricing import Cost, Price, blended_hourly_usd, estimate_tokens, price_call
+from policies.target import (
+    AuditRow,
+    StratumBound,
+    ThresholdChoice,
+    ThresholdOption,
+    choose_threshold,
+    theta_text,
+    votes_needed,
+)
 from policies.threshold import parse_threshold, reaches
 from policies.vote import Ballot, CastVote, Decision, decide, plurality, token_f1
 
 __all__ = [
     "AnswerSpec",
     "Arrival",
+    "AuditRow",
     "Ballot",
     "Cascade",
     "CastVote",
@@ -48,12 +54,12 @@ __all__ = [
     "ExitKind",
     "ExitStatus",
     "GpuShareMeter",
-    "PatternBound",
     "PatternEvidence",
     "PatternReport",
     "Policy",
     "Price",
     "ShareTicket",
+    "StratumBound",
     "Tally",
     "Task",
     "ThresholdChoice",
@@ -80,6 +86,8 @@ __all__ = [
     "plurality",
     "price_call",
     "reaches",
+    "theta_text",
     "token_f1",
+    "votes_needed",
     "wilson",
 ]

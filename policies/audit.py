@@ -9,7 +9,8 @@ tier's is the audit's question. Evidence per pattern comes in two kinds, kept ap
   against its answer. Offline (``coe eval calibrate``) every request of a full-information
   recording is audited, so all its evidence is census.
 
-Both kinds estimate the same rate (agreement given the pattern) and are pooled for the θ choice.
+Both kinds estimate agreement given the pattern, but from different selections (a random share of
+the accepted traffic, every escalation), so the θ choice keeps them apart as strata.
 
 **Intervals.** Clopper–Pearson (the exact binomial interval, from the regularised incomplete beta)
 is the default, for reports and for the choice: its coverage is at least the nominal level for
@@ -25,29 +26,8 @@ mapped the same way, ``((1 − hi) × share, (1 − lo) × share)``, with the sh
 accuracy lost from above: when the two disagree the cheap answer may still be the right one. For a
 census pattern (it escalated, so the top tier served it) the gap is what accepting it would add.
 
-**θ from a target** (:func:`choose_threshold`). θ accepts a pattern when ``votes/size`` reaches θ
-(``policies.threshold.reaches``). The rule is per pattern: θ is *supported* when it accepts at
-least one pattern and every pattern it accepts has at least ``min_samples`` audited requests and a
-one-sided lower confidence bound on its agreement ≥ ``target``. The gateway serves with the loosest
-supported allowed θ, else (evidence missing or insufficient) the strictest allowed θ.
-
-Why per pattern, not pooled over accepted traffic: a pooled bound lets a rare bad pattern hide
-behind a common good one (3/3 at 99.5 % on 90 % of traffic covers 2/3 at 90 %), and its guarantee
-holds only for the traffic mix it was measured on. Per pattern, each accepted pattern meets the
-target, so any mix of them does. And it costs no multiplicity correction: θ accepts every pattern
-whose ratio reaches it, so the accepted sets are nested; if the chosen θ accepts some pattern whose
-true agreement is below target, it accepts the *strictest* such pattern (highest ratio) too, which
-must then have passed its test, an event of probability ≤ 1 − confidence. Patterns of one ratio
-are accepted together (``2/4`` and ``1/2`` in two tiers), so when g patterns share a ratio each is
-tested at ``1 − (1 − confidence)/g`` (Bonferroni within the group). Hence: with probability ≥
-``confidence``, every pattern the chosen θ accepts agrees with the top tier at least ``target`` of
-the time, as does all traffic it serves below the top tier. Assumptions: audited requests are
-exchangeable with future ones (random samples; census of a pattern = all its requests), and one
-decision is taken on one body of evidence. Re-deciding as evidence accrues (the live controller)
-tests repeatedly; it should decide on fixed windows, or the level holds per window only.
-
-θ may loosen when evidence supports it and must tighten when it does not: the choice is a function
-of the evidence alone, so re-running it on fresh evidence does both.
+**θ from a target** is chosen from this evidence by ``policies.target.choose_threshold``
+(cumulative patterns, judged per stratum; its docstring argues the guarantee).
 
 No I/O, no clock: callers count, time and store.
 """
@@ -55,8 +35,6 @@ No I/O, no clock: callers count, time and store.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from statistics import NormalDist
@@ -65,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from policies.threshold import reaches
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 EvidenceKind = Literal["sample", "census"]
 IntervalMethod = Literal["clopper-pearson", "wilson"]
@@ -355,142 +333,3 @@ def audit_report(
         "audit_cost_usd": audit_cost_usd,
         "patterns": [row.to_json() for row in ordered],
     }
-
-
-# --- θ from a target -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PatternBound:
-    """One accepted pattern's pooled evidence, as the choice judged it."""
-
-    pattern: VotePattern
-    audited: int
-    agreed: int
-    # The one-sided lower bound, at ``level`` (confidence, split over patterns of equal ratio).
-    lower: float
-    level: float
-    enough: bool  # audited ≥ min_samples
-    meets: bool  # enough and lower ≥ target
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdOption:
-    theta: float
-    accepted: tuple[PatternBound, ...]
-    supported: bool
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdChoice:
-    theta: float
-    # No allowed θ is supported: the strictest is served.
-    fallback: bool
-    reason: str
-    options: tuple[ThresholdOption, ...]  # every allowed θ, strictest first
-
-
-def choose_threshold(
-    allowed: Iterable[float],
-    evidence: Mapping[VotePattern, PatternEvidence] | Iterable[PatternEvidence],
-    target: float,
-    confidence: float,
-    min_samples: int,
-    *,
-    tier_sizes: Mapping[int, int] | None = None,
-    method: IntervalMethod = "clopper-pearson",
-) -> ThresholdChoice:
-    """The loosest allowed θ every accepted pattern of which has ≥ ``min_samples`` audited and a
-    lower bound ≥ ``target`` at ``confidence`` (the module's docstring says why that guarantees
-    the target); the strictest allowed θ when none has.
-
-    The patterns judged are every votes/size of each (tier, size) in ``tier_sizes`` (the route's
-    tiers below the top) or, without it, of each (tier, size) the evidence holds: a pattern nobody
-    has audited yet lacks evidence and blocks every θ that accepts it. Evidence of both kinds is
-    pooled per pattern.
-    """
-    thetas = sorted(set(allowed), reverse=True)
-    if not thetas:
-        raise ValueError("give at least one allowed θ")
-    if any(not 0.0 < theta <= 1.0 for theta in thetas):
-        raise ValueError("every allowed θ must be in (0, 1]")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target agreement {target} must be in (0, 1]")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence {confidence} must be in (0, 1)")
-    if min_samples < 0:
-        raise ValueError("min_samples must not be negative")
-    pooled = _pool(evidence.values() if isinstance(evidence, Mapping) else evidence)
-    pairs = (
-        sorted(tier_sizes.items()) if tier_sizes is not None
-        else sorted({(p.tier, p.size) for p in pooled})
-    )
-    patterns = [VotePattern(tier, votes, size) for tier, size in pairs for votes in range(size + 1)]
-    group = Counter(p.ratio for p in patterns)
-    bounds: dict[VotePattern, PatternBound] = {}
-    for pattern in patterns:
-        audited, agreed = pooled.get(pattern, (0, 0))
-        level = 1.0 - (1.0 - confidence) / group[pattern.ratio]
-        lower = lower_bound(agreed, audited, level, method)
-        enough = audited >= max(min_samples, 1)
-        bounds[pattern] = PatternBound(
-            pattern, audited, agreed, lower, level, enough, enough and lower >= target
-        )
-    options = tuple(_option(theta, bounds, target, min_samples) for theta in thetas)
-    supported = [option for option in options if option.supported]
-    if supported:
-        best = supported[-1]  # the loosest
-        return ThresholdChoice(best.theta, False, best.why, options)
-    strictest = options[0]
-    reason = (
-        f"no allowed θ is supported ({strictest.why}); serving the strictest, "
-        f"θ={_theta_text(strictest.theta)}"
-    )
-    return ThresholdChoice(strictest.theta, True, reason, options)
-
-
-def _pool(items: Iterable[PatternEvidence]) -> dict[VotePattern, tuple[int, int]]:
-    pooled: dict[VotePattern, tuple[int, int]] = {}
-    for item in items:
-        audited, agreed = pooled.get(item.pattern, (0, 0))
-        pooled[item.pattern] = (audited + item.audited, agreed + item.agreed)
-    return pooled
-
-
-def _option(
-    theta: float, bounds: Mapping[VotePattern, PatternBound], target: float, min_samples: int
-) -> ThresholdOption:
-    accepted = tuple(
-        sorted((b for p, b in bounds.items() if p.accepted_by(theta)),
-               key=lambda b: (b.pattern.tier, -b.pattern.ratio))
-    )
-    name = f"θ={_theta_text(theta)}"
-    if not accepted:
-        return ThresholdOption(theta, accepted, False, f"{name} accepts no vote pattern")
-    short = [b for b in accepted if not b.enough]
-    if short:
-        listed = ", ".join(f"{_where(b.pattern)} {b.audited}" for b in short)
-        why = f"{name}: fewer than {max(min_samples, 1)} audited for {listed}"
-        return ThresholdOption(theta, accepted, False, why)
-    low = [b for b in accepted if not b.meets]
-    if low:
-        listed = ", ".join(f"{_where(b.pattern)} {b.lower:.4f}" for b in low)
-        why = f"{name}: lower bound below {target:g} for {listed}"
-        return ThresholdOption(theta, accepted, False, why)
-    weakest = min(accepted, key=lambda b: b.lower)
-    why = (
-        f"{name}: every accepted pattern ({', '.join(_where(b.pattern) for b in accepted)}) has a "
-        f"lower bound ≥ {target:g}; the weakest, {_where(weakest.pattern)}, {weakest.lower:.4f} "
-        f"({weakest.agreed}/{weakest.audited} agreed)"
-    )
-    return ThresholdOption(theta, accepted, True, why)
-
-
-def _where(pattern: VotePattern) -> str:
-    return f"{pattern.text}@{pattern.tier}"
-
-
-def _theta_text(theta: float) -> str:
-    close = Fraction(theta).limit_denominator(10)
-    return str(close) if abs(float(close) - theta) < 0.005 else f"{theta:g}"

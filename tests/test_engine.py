@@ -255,3 +255,32 @@ async def test_wait_for_all_breaks_a_tie_at_half_by_configured_order_not_arrival
 
     assert (outcome.answer, outcome.decision, outcome.agreement) == ("yes", "agreed", 0.5)
     assert outcome.votes == {"no": 1, "yes": 1}
+
+
+async def test_a_one_endpoint_tier_is_decided_by_its_one_vote() -> None:
+    providers = {"solo": ScriptedProvider("solo", "no"), "big": ScriptedProvider("big", "yes")}
+
+    outcome = await run(providers, tiers=[["solo"], ["big"]])
+
+    assert (outcome.answer, outcome.tier, outcome.votes) == ("no", 0, {"no": 1})
+    assert [(c.endpoint, c.tier, c.status) for c in outcome.calls] == [("solo", 0, "ok")]
+
+
+async def test_an_unparsable_one_endpoint_tier_escalates() -> None:
+    providers = {"solo": ScriptedProvider("solo", "maybe"), "big": ScriptedProvider("big", "yes")}
+
+    outcome = await run(providers, tiers=[["solo"], ["big"]])
+
+    assert (outcome.answer, outcome.tier) == ("yes", 1)
+    assert [c.status for c in outcome.calls] == ["unparsable", "ok"]
+
+
+async def test_deadline_cancels_a_one_endpoint_tier_and_keeps_its_call() -> None:
+    never = anyio.Event()
+    providers = {"solo": ScriptedProvider("solo", "yes", release=never)}
+
+    outcome = await run(providers, tiers=[["solo"]], deadline_s=0.05)
+
+    assert outcome.status == "deadline_exceeded"
+    assert [(c.endpoint, c.tier, c.status) for c in outcome.calls] == [("solo", 0, "cancelled")]
+    assert outcome.calls[0].latency_ms > 0

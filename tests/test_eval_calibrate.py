@@ -14,6 +14,7 @@ from gateway.config import parse_settings
 from gateway.evaluation.calibrate import calibrate, calibration_json
 from gateway.evaluation.recording import header_for_route
 from gateway.evaluation.replay import CascadeConfig, Replayer
+from policies.target import choose_threshold
 from providers.base import CallRecord
 from providers.recording import RecordedCall, RecordedExample, Recording, read_recording
 
@@ -96,6 +97,15 @@ def test_the_evidence_is_a_census_of_the_choosing_half(recording: Recording) -> 
     assert patterns["3/3"]["agreement"] == 1.0
     assert patterns["2/3"]["agreement"] == pytest.approx(0.7, abs=0.02)
     assert patterns["2/3"]["traffic_share"] == pytest.approx(1 / 3, abs=0.01)
+
+
+def test_the_choice_is_the_live_controllers_rule_on_the_census(recording: Recording) -> None:
+    """The same function judges live audit rows (gateway.audit) and this census."""
+    result = calibrate(recording, target=0.6, min_samples=60, split=True)
+    rows = result.choosing.rows()
+    assert {(row.kind, row.threshold) for row in rows} == {("census", None)}
+    assert result.choice == choose_threshold(result.thresholds, rows, 0.6, 0.95, 60,
+                                             tier_sizes={0: 3})
 
 
 def test_a_larger_min_samples_holds_back_the_looser_theta(recording: Recording) -> None:

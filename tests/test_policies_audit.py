@@ -1,4 +1,4 @@
-"""policies.audit: vote patterns, intervals, the gap, and θ from a target agreement."""
+"""policies.audit: vote patterns, intervals and the gap (θ from a target: test_target_choice)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from policies.audit import (
     PatternEvidence,
     VotePattern,
     audit_report,
-    choose_threshold,
     clopper_pearson,
     collect_evidence,
     lower_bound,
@@ -20,8 +19,6 @@ from policies.audit import (
     regularized_beta,
     wilson,
 )
-
-THETAS = (0.5, 2 / 3, 1.0)
 
 
 def evidence(tier: int, text: str, audited: int, agreed: int, kind: str = "census") -> (
@@ -177,146 +174,3 @@ def test_the_report_has_the_issue_shape() -> None:
         "tier", "votes", "kind", "audited", "agreed", "agreement", "ci95", "traffic_share",
         "gap", "gap_ci95",
     }
-
-
-# --- θ from a target --------------------------------------------------------------------------
-
-
-def strong_three() -> list[PatternEvidence]:
-    return [evidence(0, "3/3", 600, 600), evidence(0, "2/3", 300, 240), evidence(0, "1/3", 100, 30)]
-
-
-def test_the_loosest_supported_theta_is_picked() -> None:
-    choice = choose_threshold(THETAS, strong_three(), 0.99, 0.95, 50)
-    assert choice.theta == 1.0 and not choice.fallback
-    loose = choose_threshold(THETAS, strong_three(), 0.7, 0.95, 50)
-    # 1/2 and 2/3 accept the same patterns of three; the loosest allowed is served.
-    assert loose.theta == 0.5 and not loose.fallback
-    assert [o.theta for o in loose.options] == [1.0, 2 / 3, 0.5]
-    assert all(o.supported for o in loose.options)
-
-
-def test_without_enough_evidence_the_strictest_is_served() -> None:
-    few = [evidence(0, "3/3", 20, 20), evidence(0, "2/3", 10, 10)]
-    choice = choose_threshold(THETAS, few, 0.5, 0.95, 50)
-    assert choice.theta == 1.0 and choice.fallback
-    assert "fewer than 50" in choice.reason
-    assert choose_threshold(THETAS, [], 0.5, 0.95, 0).fallback
-
-
-def test_an_unaudited_accepted_pattern_blocks_its_theta() -> None:
-    """With the tier's size known, a pattern nobody audited blocks every θ accepting it."""
-    only_unanimous = [evidence(0, "3/3", 600, 600)]
-    choice = choose_threshold(THETAS, only_unanimous, 0.9, 0.95, 10, tier_sizes={0: 3})
-    assert choice.theta == 1.0
-    assert not choice.options[1].supported and "2/3@0 0" in choice.options[1].why
-
-
-def test_one_bad_pattern_blocks_although_pooling_would_pass() -> None:
-    """3/3 at 99.5 % on most traffic would hide 2/3 at 90 % in a pooled bound."""
-    mixed = [evidence(0, "3/3", 9000, 8955), evidence(0, "2/3", 1000, 900)]
-    assert choose_threshold(THETAS, mixed, 0.98, 0.95, 50).theta == 1.0
-
-
-def test_kinds_are_pooled_per_pattern() -> None:
-    split = [evidence(0, "3/3", 100, 100, "sample"), evidence(0, "3/3", 100, 100, "census")]
-    choice = choose_threshold([1.0], split, 0.98, 0.95, 150)
-    assert choice.options[0].accepted[0].audited == 200 and not choice.fallback
-
-
-def test_patterns_of_equal_ratio_share_the_confidence() -> None:
-    two_tiers = [evidence(0, "1/2", 400, 400), evidence(1, "2/4", 400, 400)]
-    choice = choose_threshold([0.5], two_tiers, 0.9, 0.95, 1, tier_sizes={0: 2, 1: 4})
-    levels = {b.pattern.text: b.level for b in choice.options[0].accepted}
-    assert levels["1/2"] == pytest.approx(0.975) and levels["2/4"] == pytest.approx(0.975)
-    # 2/2 and 4/4 share a ratio too; 3/4 is alone.
-    assert levels["2/2"] == pytest.approx(0.975) and levels["3/4"] == pytest.approx(0.95)
-
-
-def test_bad_choice_inputs_are_refused() -> None:
-    for kwargs in ({"allowed": []}, {"allowed": [0.0]}, {"target": 0.0}, {"confidence": 1.0},
-                   {"min_samples": -1}):
-        arguments = {"allowed": THETAS, "evidence": [], "target": 0.9, "confidence": 0.95,
-                     "min_samples": 1, **kwargs}
-        with pytest.raises(ValueError):
-            choose_threshold(**arguments)  # type: ignore[arg-type]
-
-
-patterns_of_three = st.lists(
-    st.tuples(st.integers(1, 3), st.integers(0, 400), st.floats(0.0, 1.0)), max_size=4
-)
-
-
-def _evidence(raw: list[tuple[int, int, float]]) -> list[PatternEvidence]:
-    return [
-        PatternEvidence(VotePattern(0, votes, 3), "census", n, round(rate * n))
-        for votes, n, rate in raw
-    ]
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    raw=patterns_of_three,
-    target=st.floats(0.5, 1.0),
-    confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]),
-    min_samples=st.integers(0, 100),
-    allowed=st.lists(st.sampled_from([1 / 3, 0.5, 2 / 3, 0.8, 1.0]), min_size=1, max_size=4),
-)
-def test_the_choice_never_picks_a_theta_without_evidence(
-    raw: list[tuple[int, int, float]],
-    target: float,
-    confidence: float,
-    min_samples: int,
-    allowed: list[float],
-) -> None:
-    items = _evidence(raw)
-    choice = choose_threshold(allowed, items, target, confidence, min_samples,
-                              tier_sizes={0: 3})
-    if choice.fallback:
-        assert choice.theta == max(allowed)
-        return
-    pooled: dict[VotePattern, tuple[int, int]] = {}
-    for item in items:
-        a, g = pooled.get(item.pattern, (0, 0))
-        pooled[item.pattern] = (a + item.audited, g + item.agreed)
-    accepted = [VotePattern(0, v, 3) for v in range(4) if VotePattern(0, v, 3).accepted_by(
-        choice.theta)]
-    assert accepted
-    for pattern in accepted:
-        audited, agreed = pooled.get(pattern, (0, 0))
-        assert audited >= max(min_samples, 1)
-        assert lower_bound(agreed, audited, confidence) >= target
-    # Nothing looser was supported.
-    assert all(not o.supported for o in choice.options if o.theta < choice.theta)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    raw=patterns_of_three,
-    targets=st.tuples(st.floats(0.3, 1.0), st.floats(0.3, 1.0)),
-    min_samples=st.integers(0, 50),
-)
-def test_the_choice_is_monotone_in_the_target(
-    raw: list[tuple[int, int, float]], targets: tuple[float, float], min_samples: int
-) -> None:
-    """A higher target never loosens θ."""
-    low, high = sorted(targets)
-    items = _evidence(raw)
-    at_low = choose_threshold(THETAS, items, low, 0.95, min_samples, tier_sizes={0: 3})
-    at_high = choose_threshold(THETAS, items, high, 0.95, min_samples, tier_sizes={0: 3})
-    assert at_high.theta >= at_low.theta
-
-
-@settings(max_examples=100, deadline=None)
-@given(raw=patterns_of_three, target=st.floats(0.5, 0.999), extra=st.integers(1, 50))
-def test_disagreements_never_loosen_theta(
-    raw: list[tuple[int, int, float]], target: float, extra: int
-) -> None:
-    """Adding disagreeing audits to a pattern tightens θ or leaves it (it must tighten when the
-    evidence no longer supports it). (With a min_samples floor, audits that lift a pattern over
-    it may of course loosen θ, whatever they say.)"""
-    items = _evidence(raw)
-    before = choose_threshold(THETAS, items, target, 0.95, 0, tier_sizes={0: 3})
-    worse = [*items, PatternEvidence(VotePattern(0, 2, 3), "sample", extra, 0)]
-    after = choose_threshold(THETAS, worse, target, 0.95, 0, tier_sizes={0: 3})
-    assert after.theta >= before.theta

@@ -48,6 +48,7 @@ def test_no_generated_input_gets_a_5xx(
     assert {label.split(" [")[0] for label in report.cases} == {
         "POST /v1/chat/completions", "POST /v1/responses", "GET /v1/coe/costs",
         "GET /v1/models", "GET /healthz", "GET /readyz", "GET /metrics", "POST /v1/coe/reload",
+        "GET /v1/coe/audit",
     }
     assert report.total >= 5 * EXAMPLES
     assert report.statuses[200] > 0 and report.statuses[400] > 0

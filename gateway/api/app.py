@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads route annotations
 from starlette.responses import Response
 
-from gateway.api import admin, chat, costs, models, ops, responses
+from gateway.api import admin, audit, chat, costs, models, ops, responses
 from gateway.api.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.protocol import decision_headers, error_body
 from gateway.api.state import STATE_KEY, AppState
+from gateway.audit import Auditor, ThresholdController
 from gateway.errors import (
     CascadeFailed,
     CoEError,
@@ -82,13 +83,32 @@ def create_app(
             first = build_generation(settings, version or settings_version(settings), resources)
             state = AppState.from_generation(first, resources, source)
             stack.push_async_callback(state.config.aclose)
+            # Entered after the ledger and the providers, so it drains before they close.
+            state.auditor = await stack.enter_async_context(
+                Auditor(ledger, metrics, state.config).running()
+            )
+            # θ of target routes: chosen once before serving, then at each refresh tick.
+            await stack.enter_async_context(
+                ThresholdController(ledger, metrics, state.config, state.thresholds).running()
+            )
+            # How late the loop runs: past server.fair_share_loop_lag_ms tenants get fair shares.
+            await stack.enter_async_context(
+                state.loop_lag.running(lambda: _fair_share_lag_s(state))
+            )
             metrics.set_config_version(first.version)
             log.info("config loaded", extra={"config_version": first.version})
             if reload_on_sighup and state.reloader is not None:
                 _reload_on_sighup(state, stack)
             yield {STATE_KEY: state, TRACING_STATE_KEY: tracing}
 
-    app = FastAPI(title="CoE Gateway", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry bridge stays off: the gateway traces itself
+    # (gateway.telemetry), and the bridge's check for a global provider costs every request.
+    app = FastAPI(
+        title="CoE Gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if traced:
@@ -101,6 +121,7 @@ def create_app(
         responses.router,
         models.router,
         costs.router,
+        audit.router,
         ops.router,
         admin.router,
     ):
@@ -124,6 +145,14 @@ async def _coe_error(_: Request, exc: Exception) -> Response:
     if isinstance(exc, LedgerUnavailable):
         headers = {"retry-after": str(exc.retry_after_s)}
     return _error_response(exc.status_code, body, headers)
+
+
+def _fair_share_lag_s(state: AppState) -> float:
+    """``server.fair_share_loop_lag_ms`` in seconds, read anew at each probe (a reload applies
+    it); 0, never contended, without ``[[tenants]]``: one tenant has nothing to share."""
+    if not state.keyring.requires_key:
+        return 0.0
+    return state.settings.server.fair_share_loop_lag_ms / 1000
 
 
 def _reload_on_sighup(state: AppState, stack: AsyncExitStack) -> None:

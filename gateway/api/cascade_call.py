@@ -67,7 +67,9 @@ async def serve_cascade(
         if not config.keyring.requires_key:
             limit, rate = 0, 0.0
         try:
-            with state.tenant_limits.hold(principal.tenant, limit):
+            # A late event loop (gateway.contention): each tenant gets a fair share of requests.
+            contended = state.loop_lag.contended()
+            with state.tenant_limits.hold(principal.tenant, limit, contended=contended):
                 # After the concurrency check, so a request refused there takes no token.
                 state.tenant_limits.admit(principal.tenant, rate)
                 return await _serve(request, parse, state, config, principal)
@@ -101,7 +103,10 @@ async def _serve(
         if call.structured is not None
         else None
     )
-    plan = make_plan(call.model, route, call.overrides, request.headers, output)
+    plan = make_plan(
+        call.model, route, call.overrides, request.headers, output,
+        threshold_in_force=state.thresholds.get(call.model, route),
+    )
     # A ledger known to be out refuses (503) before any upstream call is paid for.
     state.ledger.ensure_available()
     reservation = await config.budgets.reserve(
@@ -126,6 +131,7 @@ async def _serve(
             await _release(state, reservation)
         raise
     outcome.config_version = config.version
+    outcome.threshold_in_force = plan.threshold_in_force
     config.biller.bill(outcome, route)
     # Settles the reservation in the rows' transaction; a 503 if the ledger cannot commit.
     await state.ledger.record(outcome, reservation=reservation)
@@ -141,6 +147,9 @@ async def _serve(
             "config_version": config.version,
         },
     )
+    if state.auditor is not None:
+        # After the outcome is recorded; never awaits, so the response does not wait for it.
+        state.auditor.after_serving(plan, outcome, call.messages, call.max_tokens)
     _raise_for_failure(outcome)
     return parsed, outcome
 

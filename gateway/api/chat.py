@@ -15,10 +15,12 @@ from gateway.api.chat_request import (
     chat_request_openapi,
     parse_chat_request,
 )
+from gateway.api.plain_route import PlainRoute
 from gateway.api.protocol import completion_body, completion_chunks, decision_headers
 from gateway.plan import CoEOverrides
 
-router = APIRouter()
+# The hot path: documented by FastAPI, served without its request handler (plain_route).
+router = APIRouter(route_class=PlainRoute)
 
 _JSON = "application/json"
 

@@ -41,7 +41,7 @@ _QUERY_OPENAPI = {
 async def costs(request: Request) -> Response:
     state = app_state(request)
     principal = state.keyring.authenticate(request.headers.get("authorization"))
-    params = _single_values(request)
+    params = single_values(request, _PARAMS)
     report = await cost_report(
         state.ledger,
         tenant=report_tenant(principal, params.get("tenant")),
@@ -61,11 +61,12 @@ def report_tenant(principal: Principal, asked: str | None) -> str | None:
     return principal.tenant
 
 
-def _single_values(request: Request) -> dict[str, str]:
+def single_values(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The query's parameters ``names``, each given at most once."""
     # A repeated parameter is refused rather than resolved: ?tenant=mine&tenant=theirs must not
     # pass the check on one value and be used with the other.
     values: dict[str, str] = {}
-    for name in _PARAMS:
+    for name in names:
         given = request.query_params.getlist(name)
         if len(given) > 1:
             raise BadRequest(f"the query parameter {name!r} is given more than once", param=name)

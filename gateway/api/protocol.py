@@ -27,6 +27,9 @@ def coe_object(outcome: RequestOutcome) -> dict[str, Any]:
         "decision": outcome.decision,
         "agreement": round(outcome.agreement, 4),
         "threshold": round(outcome.threshold, 4),
+        "threshold_in_force": (
+            None if outcome.threshold_in_force is None else round(outcome.threshold_in_force, 4)
+        ),
         "votes": outcome.votes,
         "calls": [
             {

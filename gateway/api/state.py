@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from gateway.audit import ThresholdsInForce
+from gateway.contention import LoopLag
 from gateway.reload import ConfigHolder, Generation, Reloader, settings_version
 from gateway.tenants import TenantLimiter
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
+    from gateway.audit import Auditor
     from gateway.billing import Biller
     from gateway.budgets import BudgetGuard
     from gateway.config import Settings
@@ -32,7 +35,16 @@ STATE_KEY = "coe"
 
 
 class AppState:
-    __slots__ = ("config", "ledger", "metrics", "reloader", "tenant_limits")
+    __slots__ = (
+        "auditor",
+        "config",
+        "ledger",
+        "loop_lag",
+        "metrics",
+        "reloader",
+        "tenant_limits",
+        "thresholds",
+    )
 
     def __init__(
         self,
@@ -63,6 +75,12 @@ class AppState:
         # Settings built in code have no file to re-read.
         self.reloader: Reloader | None = None
         self.tenant_limits = TenantLimiter()
+        # Probed by the lifespan (gateway.contention); never contended without it.
+        self.loop_lag = LoopLag()
+        # The live audit (gateway.audit), run by the lifespan; None: nothing is audited.
+        self.auditor: Auditor | None = None
+        # The θ target routes serve with, set by the lifespan's ThresholdController.
+        self.thresholds = ThresholdsInForce()
 
     @classmethod
     def from_generation(
@@ -75,6 +93,9 @@ class AppState:
         state.config = ConfigHolder(first)
         state.reloader = Reloader(state.config, resources, source) if source is not None else None
         state.tenant_limits = TenantLimiter()
+        state.loop_lag = LoopLag()
+        state.auditor = None
+        state.thresholds = ThresholdsInForce()
         return state
 
     @property

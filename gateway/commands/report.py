@@ -90,7 +90,11 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     summary.add_column("value", justify="right")
     summary.add_row("requests", str(totals["requests"]))
     summary.add_row("upstream calls", str(totals["calls"]))
-    summary.add_row("cost (USD)", f"{totals['cost_usd']:.6f}")
+    summary.add_row("serving cost (USD)", f"{totals['cost_usd']:.6f}")
+    audit = report.get("audit") or {}
+    summary.add_row(
+        "audit cost (USD)", f"{audit.get('cost_usd', 0.0):.6f} ({audit.get('requests', 0)} audits)"
+    )
     summary.add_row("top tier alone (USD)", f"{counterfactual['top_tier_only_cost_usd']:.6f}")
     summary.add_row("savings", f"{counterfactual['savings_ratio']:.1%}")
     summary.add_row("tokens in / out", f"{totals['tokens_in']} / {totals['tokens_out']}")

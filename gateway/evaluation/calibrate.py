@@ -13,7 +13,9 @@ so):
   reference. θ accepts exactly the requests whose full pattern reaches it, early quorum or not (a
   label that reaches θ by the end reached it first at some arrival; one that does not, never did),
   so one census serves every θ;
-- ``policies.audit.choose_threshold`` picks θ from the allowed ones;
+- ``policies.target.choose_threshold``, the live θ controller's rule, picks θ from the allowed
+  ones: every pattern of the census is its own stratum, recorded with every call (``threshold``
+  None), so a θ is judged on each pattern it accepts;
 - the picked θ is then served, early quorum, by the vectorised replay
   (``gateway.evaluation.vectorised``, equal to ``coe eval replay``) and reported: its agreement
   with the top tier over the requests tier 0 answered, with a 95 % interval, and over all
@@ -38,14 +40,13 @@ from policies.audit import (
     REPORT_LEVEL,
     PatternEvidence,
     PatternReport,
-    ThresholdChoice,
     VotePattern,
     audit_report,
-    choose_threshold,
     clopper_pearson,
     collect_evidence,
     pattern_report,
 )
+from policies.target import AuditRow, ThresholdChoice, choose_threshold
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,14 +66,17 @@ class Census:
     agreed: NDArray[np.bool_]
     size: int
 
+    def rows(self) -> list[AuditRow]:
+        """One audited row per example, full votes known; a request tier 0 cast no vote for
+        escalates whatever θ, and has no pattern."""
+        return [
+            AuditRow(VotePattern(0, int(v), self.size), "census", bool(a))
+            for v, a in zip(self.votes, self.agreed, strict=True) if v > 0
+        ]
+
     def evidence(self) -> dict[VotePattern, PatternEvidence]:
-        """Evidence per pattern; a request tier 0 cast no vote for escalates whatever θ, and has
-        no pattern."""
-        return collect_evidence(
-            ((VotePattern(0, int(v), self.size), bool(a))
-             for v, a in zip(self.votes, self.agreed, strict=True) if v > 0),
-            "census",
-        )
+        """Evidence per pattern (what the report shows)."""
+        return collect_evidence(((row.pattern, row.agreed) for row in self.rows()), "census")
 
     def report_rows(self) -> list[PatternReport]:
         """Report rows, most votes first; shares are of every request of the half."""
@@ -175,11 +179,7 @@ def calibrate(
     choosing = data.subset(range(0, data.size, 2)) if split else data
     chosen_census = census(CascadeArrays(choosing), tier0, top)
     choice = choose_threshold(
-        thresholds,
-        chosen_census.evidence(),
-        target,
-        confidence,
-        min_samples,
+        thresholds, chosen_census.rows(), target, confidence, min_samples,
         tier_sizes={0: len(tier0)},
     )
     held = data.subset(range(1, data.size, 2)) if split else data
@@ -252,7 +252,7 @@ def calibration_json(result: Calibration, recording_path: str) -> dict[str, Any]
                     "why": option.why,
                     "accepted": [
                         {
-                            "tier": b.pattern.tier, "votes": b.pattern.text,
+                            "tier": b.pattern.tier, "votes": b.pattern.text, "kind": b.kind,
                             "audited": b.audited, "agreed": b.agreed,
                             "lower_bound": round(b.lower, 6), "level": round(b.level, 6),
                         }
@@ -304,8 +304,8 @@ def calibration_text(result: Calibration, recording_path: str) -> str:
     lines = [
         f"coe eval calibrate {recording_path}: route {result.route!r}, {chain}",
         f"target: agreement with the top tier ≥ {result.target:g} at confidence "
-        f"{result.confidence:g} (one-sided Clopper–Pearson lower bound per vote pattern, "
-        f"≥ {result.min_samples} audited each); allowed θ: "
+        f"{result.confidence:g} (one-sided Clopper–Pearson lower bound on each vote pattern θ "
+        f"accepts, ≥ {result.min_samples} audited each); allowed θ: "
         + ", ".join(fraction_text(t) for t in result.thresholds),
     ]
     if result.dropped:

@@ -27,7 +27,7 @@ def header_for_route(
         for name in names:
             endpoints[name] = _info(settings, settings.endpoint(name), tier)
     return RecordingHeader(
-        route_name, route.model_dump(mode="json"), endpoints, logprobs, created_at
+        route_name, route.recorded(), endpoints, logprobs, created_at
     )
 
 

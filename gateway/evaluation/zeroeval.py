@@ -136,7 +136,7 @@ def convert_gsm8k_zeroeval(src: Path) -> Recording:
             gpu_hour_usd=None,
         )
     header = RecordingHeader(
-        ROUTE_NAME, route().model_dump(mode="json"), endpoints, logprobs=False,
+        ROUTE_NAME, route().recorded(), endpoints, logprobs=False,
         created_at=CREATED_AT,
     )
     recording = Recording(header)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from gateway.errors import LedgerUnavailable
+from gateway.ledger._audits import AuditCounts, AuditOutcome, AuditRecord
 from gateway.ledger._base import (
     GROUP_BYS,
+    AuditSpend,
     Exits,
     GpuUsage,
     Group,
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("coe.ledger")
 
 __all__ = [
+    "AuditCounts",
+    "AuditOutcome",
+    "AuditRecord",
+    "AuditSpend",
     "BatchingLedger",
     "Exits",
     "GROUP_BYS",

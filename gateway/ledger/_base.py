@@ -5,10 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gateway.ledger._audits import AuditCounts, AuditRecord
     from gateway.outcome import RequestOutcome
+    from policies.audit import PatternEvidence
+    from policies.target import AuditRow
 
 GroupBy = Literal["route", "tier", "endpoint", "day", "tag"]
 GROUP_BYS: tuple[GroupBy, ...] = ("route", "tier", "endpoint", "day", "tag")
@@ -72,12 +78,22 @@ class Reserved:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSpend:
+    """The live audit's own requests (gateway.audit), kept out of the serving totals."""
+
+    requests: int = 0
+    calls: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerSummary:
     totals: Totals
     exits: tuple[Exits, ...]
     groups: tuple[Group, ...]
     gpu_usage: tuple[GpuUsage, ...]
     reserved: Reserved = Reserved()
+    audit: AuditSpend = AuditSpend()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +135,21 @@ class LedgerStats:
     # or a spool still held at shutdown): each is logged with its cost.
     unrecorded_requests: int = 0
     unrecorded_cost_usd: float = 0.0
+
+
+def ledger_int(value: object) -> int:
+    # PostgreSQL sums BIGINT columns into NUMERIC, which psycopg returns as Decimal.
+    if isinstance(value, int | float | Decimal):
+        return int(value)
+    raise TypeError(f"expected a number from the ledger, got {value!r}")
+
+
+def ledger_float(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    raise TypeError(f"expected a number from the ledger, got {value!r}")
 
 
 def month_key(moment: datetime) -> str:
@@ -176,6 +207,42 @@ class Ledger(ABC):
     @abstractmethod
     async def summarize(self, window: Window, group_by: GroupBy) -> LedgerSummary:
         """Sums over the window's requests, grouped one way."""
+
+    @abstractmethod
+    async def record_audit(
+        self,
+        audits: Sequence[AuditRecord],
+        *,
+        outcome: RequestOutcome | None = None,
+        reservation: Reservation | None = None,
+    ) -> None:
+        """Commit the live audit's rows, with its own request (purpose ``audit``) if any."""
+
+    @abstractmethod
+    async def audit_evidence(
+        self,
+        route: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+    ) -> list[PatternEvidence]:
+        """The route's audited evidence, one entry per (vote pattern, kind)."""
+
+    @abstractmethod
+    async def audit_counts(self, route: str, window: Window) -> AuditCounts:
+        """Evidence, traffic per pattern and audit cost of one route over a window."""
+
+    @abstractmethod
+    async def route_spend(self) -> dict[str, tuple[float, float]]:
+        """Every route's (serving, audit) spend over the whole ledger."""
+
+    @abstractmethod
+    async def recent_audits(
+        self, route: str, *, until: datetime, per_stratum: int
+    ) -> list[AuditRow]:
+        """The θ controller's evidence (policies.target): the latest ``per_stratum`` audited rows
+        of each (tier, size, kind, votes, θ in force) served before ``until``, oldest first."""
 
     @abstractmethod
     async def aclose(self) -> None:

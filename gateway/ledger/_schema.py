@@ -167,6 +167,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX coe_reservations_expiry ON coe_reservations (expires_at)",
         ),
     ),
+    Migration(
+        4,
+        "the live audit (gateway.audit): audit requests apart from serving, vote patterns, audits",
+        (
+            # purpose 'audit': a top-tier call the audit made, on a request row of its own whose
+            # parent_request_id is the served request; serving reports leave these rows out.
+            "ALTER TABLE coe_requests ADD COLUMN purpose TEXT NOT NULL DEFAULT 'serve'",
+            "ALTER TABLE coe_requests ADD COLUMN parent_request_id TEXT",
+            # The exit tier's vote pattern: its winning label's votes and the tier's size.
+            "ALTER TABLE coe_requests ADD COLUMN votes INTEGER",
+            "ALTER TABLE coe_requests ADD COLUMN tier_size INTEGER",
+            "ALTER TABLE coe_calls ADD COLUMN purpose TEXT NOT NULL DEFAULT 'serve'",
+            "CREATE INDEX coe_requests_route_time ON coe_requests (route, created_at)",
+            # One row per audited vote pattern: kind 'sample' (the exit tier, re-asked of the top
+            # tier) or 'census' (a lower tier of a request that escalated); request_id is the
+            # served request's, audit_request_id the audit's own request row (samples only).
+            """CREATE TABLE coe_audits (
+                request_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                tier INTEGER NOT NULL,
+                route TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                created_at {ts} NOT NULL,
+                config_version TEXT,
+                votes INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                threshold {real} NOT NULL,
+                served_answer TEXT,
+                top_answer TEXT,
+                outcome TEXT NOT NULL,
+                cost_usd {real} NOT NULL,
+                billed_to TEXT,
+                audit_request_id TEXT,
+                PRIMARY KEY (request_id, kind, tier)
+            )""",
+            "CREATE INDEX coe_audits_route_time ON coe_audits (route, created_at)",
+        ),
+    ),
 )
 
 

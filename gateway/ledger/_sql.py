@@ -18,10 +18,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from datetime import timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from gateway.ledger._audits import (
+    AuditCounts,
+    AuditRecord,
+    counts,
+    insert_audits,
+    recent_rows,
+    route_spend,
+)
+from gateway.ledger._audits import evidence as audit_evidence
 from gateway.ledger._base import (
+    AuditSpend,
     Exits,
     GpuUsage,
     Group,
@@ -32,6 +41,8 @@ from gateway.ledger._base import (
     Totals,
     month_key,
 )
+from gateway.ledger._base import ledger_float as _float
+from gateway.ledger._base import ledger_int as _int
 from gateway.ledger._schema import migrate
 
 if TYPE_CHECKING:
@@ -41,19 +52,22 @@ if TYPE_CHECKING:
 
     from gateway.ledger._base import GroupBy, Window
     from gateway.ledger._schema import Dialect, Session
-    from gateway.outcome import RequestOutcome
+    from gateway.outcome import Purpose, RequestOutcome
+    from policies.audit import PatternEvidence
+    from policies.target import AuditRow
 
 Row = tuple[object, ...]
 
 _INSERT_REQUEST = (
     "INSERT INTO coe_requests (request_id, tenant, route, tier, decision, agreement, threshold, "
     "policy, status, answer, cost_usd, counterfactual_usd, tokens_in, tokens_out, gpu_seconds, "
-    "latency_ms, tags, created_at, config_version) VALUES (" + ", ".join(["%s"] * 19) + ")"
+    "latency_ms, tags, created_at, config_version, purpose, parent_request_id, votes, tier_size) "
+    "VALUES (" + ", ".join(["%s"] * 23) + ")"
 )
 _INSERT_CALL = (
     "INSERT INTO coe_calls (request_id, call_index, tenant, route, tier, endpoint, status, "
-    "tokens_in, tokens_out, latency_ms, gpu_seconds, cost_usd, estimated, attempts, created_at) "
-    "VALUES (" + ", ".join(["%s"] * 15) + ")"
+    "tokens_in, tokens_out, latency_ms, gpu_seconds, cost_usd, estimated, attempts, created_at, "
+    "purpose) VALUES (" + ", ".join(["%s"] * 16) + ")"
 )
 _INSERT_TAG = (
     "INSERT INTO coe_request_tags (request_id, tag, tenant, created_at) VALUES (%s, %s, %s, %s)"
@@ -107,10 +121,12 @@ class SqlStore(ABC):
         *,
         settle: Sequence[Reservation] = (),
         unanswered: bool = False,
+        audits: Sequence[AuditRecord] = (),
     ) -> None:
         """Commit the outcomes' rows and spend, and settle their reservations (remove them and
         their amounts from the reserved sums; one released meanwhile is gone already), all in one
-        transaction. ``unanswered``: the rows of requests whose client got 503."""
+        transaction. ``unanswered``: the rows of requests whose client got 503. ``audits``: rows
+        of ``coe_audits`` (gateway.audit), committed with the audit's own request."""
         requests: list[Row] = []
         calls: list[Row] = []
         tags: list[Row] = []
@@ -127,7 +143,10 @@ class SqlStore(ABC):
             spend[counter] += outcome.cost_usd
             counts[counter] += 1
         with self.transaction(write=True) as session:
-            session.executemany(_INSERT_REQUEST, requests)
+            if requests:
+                session.executemany(_INSERT_REQUEST, requests)
+            if audits:
+                insert_audits(session, self.dialect, audits)
             if calls:
                 session.executemany(_INSERT_CALL, calls)
             if tags:
@@ -251,7 +270,24 @@ class SqlStore(ABC):
                 groups=self._groups(session, window, group_by),
                 gpu_usage=self._gpu_usage(session, window),
                 reserved=self._reserved(session, window),
+                audit=self._audit_totals(session, window),
             )
+
+    def audit_evidence(self, route: str, window: Window) -> tuple[PatternEvidence, ...]:
+        with self.transaction(write=False) as session:
+            return audit_evidence(session, self.dialect, route, window)
+
+    def audit_counts(self, route: str, window: Window) -> AuditCounts:
+        with self.transaction(write=False) as session:
+            return counts(session, self.dialect, route, window)
+
+    def route_spend(self) -> dict[str, tuple[float, float]]:
+        with self.transaction(write=False) as session:
+            return route_spend(session)
+
+    def recent_audits(self, route: str, until: datetime, per_stratum: int) -> list[AuditRow]:
+        with self.transaction(write=False) as session:
+            return recent_rows(session, self.dialect, route, until, per_stratum)
 
     def _request_row(self, outcome: RequestOutcome) -> Row:
         return (
@@ -274,6 +310,10 @@ class SqlStore(ABC):
             ",".join(dict.fromkeys(outcome.tags)),
             self.dialect.time(outcome.created_at),
             outcome.config_version,
+            outcome.purpose,
+            outcome.parent_request_id,
+            max(outcome.votes.values()) if outcome.votes else None,
+            outcome.tier_size(outcome.tier) or None,
         )
 
     def _call_rows(self, outcome: RequestOutcome) -> Iterator[Row]:
@@ -296,14 +336,25 @@ class SqlStore(ABC):
                 call.cost_estimated,
                 call.attempts,
                 created,
+                outcome.purpose,
             )
 
     def _where(
-        self, window: Window, alias: str = "", extra: str | None = None
+        self,
+        window: Window,
+        alias: str = "",
+        extra: str | None = None,
+        purpose: Purpose | None = "serve",
     ) -> tuple[str, list[object]]:
+        """The window's WHERE clause; ``purpose``: only rows of requests served for clients
+        (the default: serving reports leave audits out) or of audits; None for tables without
+        the column."""
         prefix = f"{alias}." if alias else ""
         clauses: list[str] = []
         params: list[object] = []
+        if purpose is not None:
+            clauses.append(f"{prefix}purpose = %s")
+            params.append(purpose)
         if window.tenant is not None:
             clauses.append(f"{prefix}tenant = %s")
             params.append(window.tenant)
@@ -336,8 +387,17 @@ class SqlStore(ABC):
             gpu_seconds=_float(row[5]),
         )
 
+    def _audit_totals(self, session: Session, window: Window) -> AuditSpend:
+        """The audits' own requests in the window, billed to the window's tenant (or any)."""
+        where, params = self._where(window, purpose="audit")
+        ((requests, cost),) = session.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(cost_usd), 0) FROM coe_requests{where}", params
+        )
+        ((calls,),) = session.execute(f"SELECT COUNT(*) FROM coe_calls{where}", params)
+        return AuditSpend(_int(requests), _int(calls), _float(cost))
+
     def _reserved(self, session: Session, window: Window) -> Reserved:
-        where, params = self._where(window)
+        where, params = self._where(window, purpose=None)
         ((count, amount),) = session.execute(
             f"SELECT COUNT(*), COALESCE(SUM(amount_usd), 0) FROM coe_reservations{where}", params
         )
@@ -388,7 +448,8 @@ class SqlStore(ABC):
 
     def _tag_groups(self, session: Session, window: Window) -> tuple[Group, ...]:
         """One group per tag (a request in each of its tags); untagged requests under ""."""
-        where, params = self._where(window, alias="t")
+        # Audit requests have no tags, so joins through the tags table hold served requests only.
+        where, params = self._where(window, alias="t", purpose=None)
         requests = session.execute(
             "SELECT t.tag, COUNT(*), SUM(r.cost_usd) FROM coe_request_tags t "
             f"JOIN coe_requests r ON r.request_id = t.request_id{where} GROUP BY t.tag",
@@ -443,18 +504,3 @@ def _merge(requests: Sequence[Row], calls: Sequence[Row]) -> tuple[Group, ...]:
     return tuple(
         Group(str(r[0]), _int(r[1]), call_counts.get(str(r[0]), 0), _float(r[2])) for r in requests
     )
-
-
-def _int(value: object) -> int:
-    # PostgreSQL sums BIGINT columns into NUMERIC, which psycopg returns as Decimal.
-    if isinstance(value, int | float | Decimal):
-        return int(value)
-    raise TypeError(f"expected a number from the ledger, got {value!r}")
-
-
-def _float(value: object) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, int | float | Decimal):
-        return float(value)
-    raise TypeError(f"expected a number from the ledger, got {value!r}")

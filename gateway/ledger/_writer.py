@@ -35,14 +35,17 @@ import anyio
 import psycopg
 
 from gateway.errors import LedgerUnavailable
-from gateway.ledger._base import Ledger, LedgerStats, month_key
+from gateway.ledger._base import Ledger, LedgerStats, Window, month_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-    from gateway.ledger._base import GroupBy, Hold, LedgerSummary, Reservation, Window
+    from gateway.ledger._audits import AuditCounts, AuditRecord
+    from gateway.ledger._base import GroupBy, Hold, LedgerSummary, Reservation
     from gateway.ledger._sql import SqlStore
     from gateway.outcome import RequestOutcome
+    from policies.audit import PatternEvidence
+    from policies.target import AuditRow
 
 log = logging.getLogger("coe.ledger")
 
@@ -170,6 +173,58 @@ class BatchingLedger(Ledger):
 
     async def summarize(self, window: Window, group_by: GroupBy) -> LedgerSummary:
         return await self._database(lambda: self._store.summarize(window, group_by), "report")
+
+    async def record_audit(
+        self,
+        audits: Sequence[AuditRecord],
+        *,
+        outcome: RequestOutcome | None = None,
+        reservation: Reservation | None = None,
+    ) -> None:
+        """Commit audit rows (gateway.audit), with the audit's own request and calls (``outcome``,
+        purpose ``audit``) and its settled reservation, in one transaction. Not batched with
+        served requests: no client waits on it."""
+        self.ensure_available()
+        settle = [reservation] if reservation is not None else []
+        outcomes = [outcome] if outcome is not None else []
+        await self._database(
+            lambda: self._store.write(outcomes, settle=settle, audits=audits), "record an audit"
+        )
+
+    async def audit_evidence(
+        self,
+        route: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+    ) -> list[PatternEvidence]:
+        """The route's audited evidence, one entry per (vote pattern, kind), ``since`` ≤ the
+        served request's time < ``until``; rows whose top tier failed are left out."""
+        window = Window(tenant, since, until)
+        found = await self._database(
+            lambda: self._store.audit_evidence(route, window), "read audit evidence"
+        )
+        return list(found)
+
+    async def audit_counts(self, route: str, window: Window) -> AuditCounts:
+        """Evidence, traffic per pattern and audit cost: what ``coe audit`` reports."""
+        return await self._database(
+            lambda: self._store.audit_counts(route, window), "read the audit report"
+        )
+
+    async def route_spend(self) -> dict[str, tuple[float, float]]:
+        """Every route's (serving, audit) spend over the whole ledger."""
+        return await self._database(self._store.route_spend, "read route spend")
+
+    async def recent_audits(
+        self, route: str, *, until: datetime, per_stratum: int
+    ) -> list[AuditRow]:
+        """The θ controller's evidence: the latest ``per_stratum`` audited rows of each (tier,
+        size, kind, votes, θ in force) served before ``until``, oldest first."""
+        return await self._database(
+            lambda: self._store.recent_audits(route, until, per_stratum), "read audit rows"
+        )
 
     async def readiness(self) -> tuple[bool, str]:
         """Whether the ledger commits now (for ``/readyz``), and why not."""
