@@ -45,9 +45,7 @@ async def cost_report(
 ) -> dict[str, Any]:
     """One tenant's costs (``tenant=None``: every tenant's) for ``since`` ≤ time < ``until``."""
     grouping = parse_group_by(group_by)
-    if since is not None and until is not None and as_utc(since) > as_utc(until):
-        raise BadRequest("since must not be later than until", param="since")
-    summary = await ledger.summarize(Window(tenant, since, until), grouping)
+    summary = await ledger.summarize(report_window(tenant, since, until), grouping)
     return shape_report(summary, tenant=tenant, since=since, until=until, group_by=grouping)
 
 
@@ -107,6 +105,13 @@ def parse_group_by(text: str) -> GroupBy:
             f"group_by must be one of {', '.join(GROUP_BYS)}, not {text!r}", param="group_by"
         )
     return text
+
+
+def report_window(tenant: str | None, since: datetime | None, until: datetime | None) -> Window:
+    """The requests a report covers, ``since`` ≤ time < ``until`` (400 if since is later)."""
+    if since is not None and until is not None and as_utc(since) > as_utc(until):
+        raise BadRequest("since must not be later than until", param="since")
+    return Window(tenant, since, until)
 
 
 def parse_time(text: str | None, name: str) -> datetime | None:

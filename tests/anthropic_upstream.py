@@ -11,18 +11,17 @@ or with Anthropic's error shape, ``{"type": "error", "error": {"type", "message"
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.threaded_server import ThreadedServer, quiet_config
 
 VERSION = "2023-06-01"
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
@@ -48,37 +47,23 @@ class AnthropicServer:
         self.request_headers: list[dict[str, str]] = []
         self._answers: dict[str, Answer] = {}
         self._lock = threading.Lock()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
         app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="anthropic", daemon=True)
+        self._server = ThreadedServer(quiet_config(app), "anthropic")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self._server.port}/v1"
 
     def answer(self, model: str, answer: Answer) -> None:
         with self._lock:
             self._answers[model] = answer
 
     def __enter__(self) -> AnthropicServer:
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the Anthropic test server did not start")
-            self._thread.join(0.005)
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        self._server.stop()
 
     async def _messages(self, request: Request) -> Response:
         if request.headers.get("x-api-key") != self.api_key:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
-import uvicorn
-
 from gateway.config import Settings
-from gateway.serve import loopback_socket, server_config
+from gateway.serve import server_config
+from tests.threaded_server import ThreadedServer
 
 
 class GatewayServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._socket = loopback_socket()
-        self.port = self._socket.getsockname()[1]
         # As `coe serve` serves it: the same protocol (431 on oversized heads) and options.
-        self._server = uvicorn.Server(server_config(settings))
-        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self._server = ThreadedServer(server_config(settings), "gateway")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
@@ -28,17 +22,9 @@ class GatewayServer:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
-
     def __enter__(self) -> GatewayServer:
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the gateway did not start")
-            self._thread.join(0.005)
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._server.stop(timeout_s=10)

@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.threaded_server import ThreadedServer, quiet_config
 
 ENDPOINTS = ("small-a", "small-b", "small-c", "large")
 _ITEM = re.compile(r"item (\d+)")
@@ -38,31 +37,18 @@ class TargetUpstreams:
         self.disagree: Callable[[int], bool] = lambda _: False
         self._majority_answered: dict[int, int] = defaultdict(int)
         self._majority_done: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
         app = Starlette(routes=[Route("/{name}/v1/chat/completions", self._chat, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="target-upstreams", daemon=True)
+        self._server = ThreadedServer(quiet_config(app), "target-upstreams")
 
     def base_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}/v1"
+        return f"http://127.0.0.1:{self._server.port}/{name}/v1"
 
     def __enter__(self) -> TargetUpstreams:
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the scripted upstreams did not start")
-            self._thread.join(0.005)
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        self._server.stop()
 
     async def _chat(self, request: Request) -> Response:
         name = request.path_params["name"]

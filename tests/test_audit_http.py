@@ -36,7 +36,10 @@ def ledger_url(tmp_path: Path) -> str:
 def settings_for(
     upstreams: dict[str, UpstreamServer], tmp_path: Path
 ) -> Callable[..., Settings]:
-    def build(audit: dict[str, Any] | None = None, **route: Any) -> Settings:
+    def build(
+        audit: dict[str, Any] | None = None, copies: tuple[str, ...] = (), **route: Any
+    ) -> Settings:
+        """The sentiment route (and ``copies`` of it under other names)."""
         raw = cascade_config(upstreams, tmp_path / "ledger.db", **route)
         if audit is not None:
             # The large model's audit costs ~9 tier-0 requests: no pause unless a test sets one.
@@ -46,6 +49,8 @@ def settings_for(
         raw["admin"] = {"api_key_sha256": [ADMIN_DIGEST]}  # reads /metrics with tenants
         if "tenants" in route:
             raw["tenants"] = raw["routes"]["sentiment"].pop("tenants")
+        for name in copies:
+            raw["routes"][name] = dict(raw["routes"]["sentiment"])
         return parse_settings(raw)
 
     return build
@@ -65,10 +70,12 @@ def serve(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., Gatew
         server.__exit__(None, None, None)
 
 
-def ask(gateway: GatewayServer, key: str = "unused", **kwargs: Any) -> dict[str, Any]:
+def ask(
+    gateway: GatewayServer, key: str = "unused", model: str = "sentiment", **kwargs: Any
+) -> dict[str, Any]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0) as client:
         response = client.chat.completions.create(
-            model="sentiment", messages=REVIEW, **kwargs  # type: ignore[arg-type]
+            model=model, messages=REVIEW, **kwargs  # type: ignore[arg-type]
         )
     return response.model_dump()
 
@@ -175,6 +182,24 @@ def test_an_audit_past_max_in_flight_is_dropped_and_counted(
     gate.open()
     gateway.__exit__(None, None, None)
     assert len(audits(ledger_url)) == 1
+
+
+def test_max_in_flight_counts_each_routes_audits_apart(
+    serve: Callable[..., GatewayServer], upstreams: dict[str, UpstreamServer], ledger_url: str
+) -> None:
+    gate = Gate()
+    upstreams["large"].script(default=Reply(content="positive", gate=gate))
+    gateway = serve(audit={"rate": 1.0, "max_in_flight": 1}, threshold=1, copies=("reviews",))
+
+    ask(gateway)
+    assert gate.entered.wait(10)  # the sentiment route's one audit is in flight, held
+    ask(gateway, model="reviews")
+    wait_for(lambda: len(upstreams["large"].requests) == 2)
+
+    assert audit_counter(gateway, "dropped") == 0
+    gate.open()
+    gateway.__exit__(None, None, None)
+    assert len(audits(ledger_url)) == 2
 
 
 def test_an_escalated_request_leaves_census_rows_of_its_lower_tier(

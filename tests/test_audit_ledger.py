@@ -29,6 +29,7 @@ def _row(
     tenant: str = "acme",
     minutes: int = 0,
     cost_usd: float = 0.0,
+    threshold: float = 2 / 3,
 ) -> AuditRecord:
     return AuditRecord(
         request_id=request_id,
@@ -39,7 +40,7 @@ def _row(
         created_at=MOMENT + timedelta(minutes=minutes),
         votes=votes,
         size=3,
-        threshold=2 / 3,
+        threshold=threshold,
         served_answer="positive",
         top_answer=None if outcome_ == "top_failed" else "positive",
         outcome=outcome_,  # type: ignore[arg-type]
@@ -61,9 +62,9 @@ async def test_evidence_counts_each_pattern_and_kind_without_top_tier_failures(
                 _row("r5", "agree", kind="census", votes=2),
             ]
         )
-        evidence = await ledger.audit_evidence("sentiment")
+        counts = await ledger.audit_counts("sentiment", Window())
 
-    assert evidence == [
+    assert list(counts.evidence) == [
         PatternEvidence(VotePattern(0, 2, 3), "census", 1, 1),
         PatternEvidence(VotePattern(0, 2, 3), "sample", 1, 1),
         PatternEvidence(VotePattern(0, 3, 3), "sample", 2, 1),
@@ -81,11 +82,38 @@ async def test_evidence_is_windowed_by_the_served_time_and_tenant(ledger_url: st
             ]
         )
         since = MOMENT + timedelta(minutes=5)
-        late = await ledger.audit_evidence("sentiment", since=since, tenant="acme")
-        early = await ledger.audit_evidence("sentiment", until=since)
+        late = await ledger.audit_counts("sentiment", Window("acme", since=since))
+        early = await ledger.audit_counts("sentiment", Window(until=since))
 
-    assert late == [PatternEvidence(VotePattern(0, 3, 3), "sample", 1, 0)]
-    assert early == [PatternEvidence(VotePattern(0, 3, 3), "sample", 1, 1)]
+    assert late.evidence == (PatternEvidence(VotePattern(0, 3, 3), "sample", 1, 0),)
+    assert early.evidence == (PatternEvidence(VotePattern(0, 3, 3), "sample", 1, 1),)
+
+
+@pytest.mark.anyio
+async def test_controller_evidence_is_each_strata_latest_rows_before_until_oldest_first(
+    ledger_url: str,
+) -> None:
+    async with open_ledger(LedgerConfig(url=ledger_url)) as ledger:
+        await ledger.record_audit(
+            [
+                *(_row(f"s{m}", "agree" if m >= 2 else "disagree", minutes=m) for m in range(4)),
+                _row("failed", "top_failed", minutes=4),
+                _row("census", "disagree", kind="census", votes=2, minutes=1),
+                _row("strict", "disagree", threshold=1.0, minutes=0),
+                _row("after", "disagree", minutes=9),
+            ]
+        )
+        rows = await ledger.recent_audits(
+            "sentiment", until=MOMENT + timedelta(minutes=9), per_stratum=2
+        )
+
+    # 3/3 samples at θ=2/3: the latest two (s2, s3); the other strata whole; "after" is too late.
+    assert [(r.pattern.text, r.kind, r.agreed, r.threshold) for r in rows] == [
+        ("3/3", "sample", False, 1.0),
+        ("2/3", "census", False, 2 / 3),
+        ("3/3", "sample", True, 2 / 3),
+        ("3/3", "sample", True, 2 / 3),
+    ]
 
 
 @pytest.mark.anyio

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from gateway.budgets import BudgetGuard
 from gateway.config import parse_settings
 from gateway.errors import LedgerUnavailable
-from gateway.ledger import BatchingLedger
+from gateway.ledger import AuditRecord, BatchingLedger
 from gateway.ledger._sqlite import SqliteStore
 from gateway.outcome import RequestOutcome
 from tests.ledger_fixtures import MOMENT, call, fresh_query, outcome
@@ -31,6 +32,11 @@ class FlakyStore(SqliteStore):
         if self.broken:
             raise sqlite3.OperationalError("database or disk is full")
         super().write(outcomes, **kwargs)
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broken:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().reserve(*args, **kwargs)
 
     def ping(self) -> None:
         if self.broken:
@@ -108,4 +114,63 @@ async def test_what_cannot_be_written_is_counted_with_its_cost(tmp_path: Path) -
         await ledger.aclose()
     assert ledger.stats.unrecorded_requests == 2
     assert ledger.stats.unrecorded_cost_usd == pytest.approx(0.75)
+    store.close()
+
+
+async def test_an_audit_recorded_during_an_outage_is_written_with_its_calls_once_back(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store = FlakyStore(tmp_path / "ledger.db")
+    store.apply_migrations()
+    ledger = BatchingLedger(store, batch_max_rows=500, retry_interval_s=0.05)
+    served = outcome(request_id="served")
+    audit = outcome(request_id="served.audit", calls=[call("large", cost_usd=0.04)])
+    audit.purpose, audit.parent_request_id = "audit", "served"
+    row = AuditRecord(
+        request_id="served", kind="sample", tier=0, route=served.route, tenant=served.tenant,
+        created_at=served.created_at, votes=3, size=3, threshold=1.0, served_answer="positive",
+        top_answer="positive", outcome="agree", cost_usd=0.04, billed_to="admin",
+        audit_request_id="served.audit",
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(ledger.run)
+        await ledger.record(served)
+        store.broken = True
+        with pytest.raises(LedgerUnavailable):
+            await ledger.record_audit([row], outcome=audit)
+        assert ledger.stats.spooled == 1
+
+        store.broken = False
+        await _wait_available(ledger, within_s=2)
+        await ledger.aclose()
+    # The audit has no client: its row keeps its own status, not the 503's.
+    assert fresh_query(url, "SELECT status, purpose FROM coe_requests WHERE request_id = "
+                       "'served.audit'") == [("ok", "audit")]
+    assert fresh_query(url, "SELECT cost_usd FROM coe_calls WHERE request_id = 'served.audit'") == [
+        (pytest.approx(0.04),)
+    ]
+    assert fresh_query(url, "SELECT outcome FROM coe_audits") == [("agree",)]
+    store.close()
+
+
+async def test_an_outage_found_by_a_reservation_recovers_without_a_request_to_write(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore(tmp_path / "ledger.db")
+    store.apply_migrations()
+    ledger = BatchingLedger(store, batch_max_rows=500, retry_interval_s=0.05)
+    guard = BudgetGuard(parse_settings({"tenants": [{"name": "acme", "budget_usd": 1.0}]}), ledger)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(ledger.run)
+        await anyio.lowlevel.checkpoint()  # the writer is waiting for its first request
+        store.broken = True
+        with pytest.raises(LedgerUnavailable):
+            await guard.reserve("acme", 0.5, request_id="r", deadline_s=60, now=MOMENT)
+        assert not ledger.available
+
+        store.broken = False
+        # Every request is refused meanwhile, so only the writer's own retry can bring it back.
+        await _wait_available(ledger, within_s=2)
+        await ledger.aclose()
     store.close()

@@ -7,20 +7,19 @@ events, never by sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.threaded_server import ThreadedServer, quiet_config
 
 
 class Gate:
@@ -60,32 +59,18 @@ class UpstreamServer:
         self._default = Reply()
         self._gates: list[Gate] = []
         self._lock = threading.Lock()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name=f"upstream-{name}", daemon=True)
+        self._server = ThreadedServer(quiet_config(app), f"upstream-{name}")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self._server.port}/v1"
 
     def start(self) -> None:
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"upstream {self.name} did not start")
-            self._thread.join(0.005)
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        self._server.stop()
 
     def script(self, *replies: Reply, default: Reply | None = None) -> None:
         """Answer the next requests with ``replies`` in order, then with ``default``."""

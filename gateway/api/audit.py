@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads annotations at runtime
 from starlette.responses import Response
 
-from gateway.api.costs import report_tenant, single_values
+from gateway.api.costs import WINDOW_OPENAPI, report_tenant, single_values
 from gateway.api.state import app_state
 from gateway.audit import route_audit_report
 from gateway.errors import BadRequest
@@ -21,10 +21,7 @@ _PARAMS = ("route", "tenant", "since", "until")
 _QUERY_OPENAPI = {
     "parameters": [
         {"name": "route", "in": "query", "required": True, "schema": {"type": "string"}},
-        {"name": "since", "in": "query", "required": False,
-         "schema": {"type": "string", "format": "date-time"}},
-        {"name": "until", "in": "query", "required": False,
-         "schema": {"type": "string", "format": "date-time"}},
+        *WINDOW_OPENAPI,
         {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"},
          "description": "admin keys only: the tenant whose traffic to report on"},
     ]

@@ -3,9 +3,11 @@ background; record the census of requests that escalated (docs/api.md, "Audit").
 
 ``Auditor.after_serving`` runs on the request path once its outcome is recorded, and never awaits:
 it draws, checks the bounds and hands the audit to a task group the app's lifespan owns, so no
-response waits for an audit or is changed by one. An audit past ``max_in_flight`` is dropped, and
-one drawn while the route's audit spend is past ``max_share_of_spend`` of its serving spend is
-paused; both counted, never queued. Census rows go through a bounded buffer to one writer task.
+response waits for an audit or is changed by one. An audit past its route's ``max_in_flight``
+(counted per route, so routes do not crowd each other out) is dropped, and one drawn while the
+route's audit spend is past ``max_share_of_spend`` of its serving spend is paused; both counted,
+never queued. Census rows go through a bounded buffer to one writer task. While the ledger is
+known to be out no audit starts: its calls could not be recorded.
 
 An audit runs the route's top tier through the engine with a plan of that tier alone and the
 served request's θ, policy and answer spec, so normalisation and voting are the serving path's;
@@ -90,8 +92,12 @@ class Auditor:
         self._drain_s = drain_s
         self._spend = SpendShares()
         self._in_flight = 0
+        # Per route: max_in_flight is a route's setting, so one route's audits never crowd out
+        # another's.
+        self._route_in_flight: dict[str, int] = {}
         self._idle = anyio.Event()
         self._idle.set()
+        self._census_written = anyio.Event()
         self._group: TaskGroup | None = None
         self._census: MemoryObjectSendStream[AuditRecord] | None = None
 
@@ -101,6 +107,7 @@ class Auditor:
         ``drain_s`` and cancel what is left."""
         self._spend = SpendShares(await self._ledger.route_spend())
         send, receive = anyio.create_memory_object_stream[AuditRecord](CENSUS_BUFFER_ROWS)
+        self._census_written = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(self._write_census, receive)
             self._group, self._census = group, send
@@ -109,10 +116,16 @@ class Auditor:
             finally:
                 self._group, self._census = None, None
                 send.close()
+                # The census rows still buffered share the audits' deadline: a slow ledger must
+                # not hold shutdown past it.
                 with anyio.move_on_after(self._drain_s, shield=True) as drain:
                     await self._idle.wait()
+                    await self._census_written.wait()
                 if drain.cancelled_caught:
-                    log.warning("%d audit(s) still running at shutdown: cancelled", self._in_flight)
+                    log.warning(
+                        "shutdown: %d audit(s) still running and the unwritten census cancelled",
+                        self._in_flight,
+                    )
                     group.cancel_scope.cancel()
 
     def after_serving(
@@ -156,11 +169,14 @@ class Auditor:
         if self._spend.paused(served.route, audit.max_share_of_spend):
             self._count(served.route, served.tier, "sample", "paused")
             return
-        if self._in_flight >= audit.max_in_flight:
+        running = self._route_in_flight.get(served.route, 0)
+        if running >= audit.max_in_flight:
             self._count(served.route, served.tier, "sample", "dropped")
             return
+        if self._in_flight == 0:
+            self._idle = anyio.Event()
         self._in_flight += 1
-        self._idle = anyio.Event()
+        self._route_in_flight[served.route] = running + 1
         self._group.start_soon(self._audit, sample)
 
     async def _audit(self, sample: _Sample) -> None:
@@ -171,6 +187,7 @@ class Auditor:
             log.exception("audit of request %s failed", sample.served.request_id)
         finally:
             self._in_flight -= 1
+            self._route_in_flight[sample.served.route] -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
@@ -183,9 +200,14 @@ class Auditor:
         audit_id = served.request_id + AUDIT_ID_SUFFIX
         tenant = served.tenant if route.audit.bill_to == "tenant" else ADMIN_TENANT
         try:
+            # While the ledger is known to be out, no audit is paid for that it cannot record.
+            self._ledger.ensure_available()
             reservation = await self._reserve(config, route, sample, tenant, audit_id)
         except QuotaExceeded:
             self._count(served.route, served.tier, "sample", "no_budget")
+            return
+        except LedgerUnavailable:
+            self._count(served.route, served.tier, "sample", "unrecorded")
             return
         top_route = route.model_copy(update={"tiers": (route.tiers[top],)})
         plan = replace(sample.plan, route=top_route, max_tier=0, tags=())
@@ -212,9 +234,10 @@ class Auditor:
         try:
             await self._ledger.record_audit([row], outcome=result, reservation=reservation)
         except LedgerUnavailable:
-            # The reservation, if any, expires; the calls' cost is in this log line.
-            log.error(
-                "audit of request %s unrecorded (ledger unavailable): cost $%.10f",
+            # Spooled by the ledger with its reservation, written once the database is back (or
+            # counted there, with its cost, if the spool is full): the audit's evidence waits.
+            log.warning(
+                "audit of request %s spooled (ledger unavailable): cost $%.10f",
                 served.request_id, result.cost_usd,
             )
             self._count(served.route, served.tier, "sample", "unrecorded")
@@ -247,22 +270,28 @@ class Auditor:
     async def _write_census(self, receive: MemoryObjectReceiveStream[AuditRecord]) -> None:
         """Commit census rows in batches, one transaction each, until the buffer closes."""
         async with receive:
-            async for first in receive:
-                rows = [first]
-                while len(rows) < CENSUS_BATCH_ROWS:
-                    try:
-                        rows.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                try:
-                    await self._ledger.record_audit(rows)
-                except Exception as exc:  # an outage, or rows refused: the writer must go on
-                    log.warning("%d census row(s) unrecorded: %s", len(rows), exc)
-                    for row in rows:
-                        self._count(row.route, row.tier, "census", "unrecorded")
-                    continue
-                for row in rows:
-                    self._count(row.route, row.tier, "census", row.outcome)
+            try:
+                async for first in receive:
+                    rows = [first]
+                    while len(rows) < CENSUS_BATCH_ROWS:
+                        try:
+                            rows.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._record_census(rows)
+            finally:
+                self._census_written.set()
+
+    async def _record_census(self, rows: list[AuditRecord]) -> None:
+        try:
+            await self._ledger.record_audit(rows)
+        except Exception as exc:  # an outage, or rows refused: the writer must go on
+            log.warning("%d census row(s) unrecorded: %s", len(rows), exc)
+            for row in rows:
+                self._count(row.route, row.tier, "census", "unrecorded")
+            return
+        for row in rows:
+            self._count(row.route, row.tier, "census", row.outcome)
 
     def _count(self, route: str, tier: int, kind: str, outcome: str) -> None:
         self._metrics.audits.labels(route, str(tier), kind, outcome).inc()

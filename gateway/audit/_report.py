@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import BadRequest
-from gateway.ledger import Window
-from gateway.ledger._base import as_utc
-from gateway.reports import iso_time
+from gateway.reports import iso_time, report_window
 from policies.audit import audit_report, pattern_report
 
 if TYPE_CHECKING:
@@ -35,9 +32,7 @@ async def route_audit_report(
     until: datetime | None,
 ) -> dict[str, Any]:
     """The report of one route's audits (one tenant's traffic, or every tenant's: None)."""
-    if since is not None and until is not None and as_utc(since) > as_utc(until):
-        raise BadRequest("since must not be later than until", param="since")
-    counts = await ledger.audit_counts(route, Window(tenant, since, until))
+    counts = await ledger.audit_counts(route, report_window(tenant, since, until))
     return shape_audit_report(counts, route, since=since, until=until)
 
 

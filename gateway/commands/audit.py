@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from gateway.audit import audited, route_audit_report
+from gateway.commands._ledger_reports import print_json, read_report
 from gateway.config import load_settings
 from gateway.errors import ConfigError
-from gateway.ledger import SQLITE_PREFIX, open_ledger, sqlite_path
 from gateway.reports import parse_time
 
 if TYPE_CHECKING:
@@ -48,22 +46,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    url = settings.ledger.url
-    if url.startswith(SQLITE_PREFIX) and not sqlite_path(url).exists():
-        raise ConfigError(f"{args.config}: ledger.url: no ledger at {str(sqlite_path(url))!r}")
     route = args.route or _only_audited_route(settings, args.config)
     since = parse_time(args.since, "--since")
     until = parse_time(args.until, "--until")
-
-    async def read() -> dict[str, Any]:
-        async with open_ledger(settings.ledger) as ledger:
-            return await route_audit_report(
-                ledger, route, tenant=args.tenant, since=since, until=until
-            )
-
-    report = anyio.run(read)
+    report = read_report(
+        settings,
+        args.config,
+        partial(route_audit_report, route=route, tenant=args.tenant, since=since, until=until),
+    )
     if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(report)
     else:
         print_table(report, args.tenant, Console())
     return 0

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import csv
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import orjson
 from rich.console import Console
 from rich.table import Table
 
+from gateway.commands._ledger_reports import print_json, read_report
 from gateway.config import load_settings
-from gateway.errors import ConfigError
-from gateway.ledger import GROUP_BYS, SQLITE_PREFIX, open_ledger, sqlite_path
+from gateway.ledger import GROUP_BYS
 from gateway.reports import cost_report, parse_time
 
 if TYPE_CHECKING:
@@ -49,21 +48,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    url = settings.ledger.url
-    if url.startswith(SQLITE_PREFIX) and not sqlite_path(url).exists():
-        raise ConfigError(f"{args.config}: ledger.url: no ledger at {str(sqlite_path(url))!r}")
     since = parse_time(args.since, "--since")
     until = parse_time(args.until, "--until")
-
-    async def read() -> dict[str, Any]:
-        async with open_ledger(settings.ledger) as ledger:
-            return await cost_report(
-                ledger, tenant=args.tenant, since=since, until=until, group_by=args.group_by
-            )
-
-    report = anyio.run(read)
+    report = read_report(
+        settings,
+        args.config,
+        partial(cost_report, tenant=args.tenant, since=since, until=until, group_by=args.group_by),
+    )
     if args.format == "json":
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(report)
     elif args.format == "csv":
         write_csv(report)
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime  # noqa: TC003 - a dataclass field's type
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.ledger._base import ledger_float as _float
 from gateway.ledger._base import ledger_int as _int
@@ -159,25 +159,47 @@ def recent_rows(
     """The θ controller's evidence (gateway.audit, policies.target): the latest ``per_stratum``
     audited rows of each (tier, size, kind, votes, θ in force) served before ``until``, oldest
     first; ``top_failed`` rows left out. Ties in time go by request id, so every replica reading
-    the same rows gets them in the same order."""
-    rows = session.execute(
-        "SELECT tier, votes, size, kind, threshold, outcome FROM ("
-        "SELECT tier, votes, size, kind, threshold, outcome, created_at, request_id, "
-        "ROW_NUMBER() OVER (PARTITION BY tier, size, kind, votes, threshold "
-        "ORDER BY created_at DESC, request_id DESC) AS latest "
-        "FROM coe_audits WHERE route = %s AND created_at < %s AND outcome <> 'top_failed'"
-        ") AS recent WHERE latest <= %s ORDER BY created_at, request_id, tier",
-        [route, dialect.time(until), per_stratum],
-    )
-    return [
-        AuditRow(
-            VotePattern(_int(tier), _int(votes), _int(size)),
-            _kind(kind),
-            outcome == "agree",
-            _float(threshold),
+    the same rows gets them in the same order.
+
+    Read a stratum at a time along ``coe_audits_stratum``: the strata by skipping from one to the
+    next, then each stratum's latest rows, newest first with a limit. So a tick costs about
+    strata × ``per_stratum`` rows however long the route's audit history grows (ranking all of it
+    each tick would not)."""
+    found: list[tuple[tuple[Any, str, int], AuditRow]] = []
+    for stratum in _strata(session, route):
+        rows = session.execute(
+            "SELECT created_at, request_id, outcome FROM coe_audits "
+            f"WHERE route = %s AND {_STRATUM_EQUALS} AND created_at < %s "
+            "AND outcome <> 'top_failed' ORDER BY created_at DESC, request_id DESC LIMIT %s",
+            [route, *stratum, dialect.time(until), per_stratum],
         )
-        for tier, votes, size, kind, threshold, outcome in rows
-    ]
+        tier, size, kind, votes, threshold = stratum
+        pattern = VotePattern(_int(tier), _int(votes), _int(size))
+        for created_at, request_id, outcome in rows:
+            row = AuditRow(pattern, _kind(kind), outcome == "agree", _float(threshold))
+            # Timestamps of one backend are all str (SQLite) or all datetime (PostgreSQL).
+            found.append(((created_at, str(request_id), pattern.tier), row))
+    found.sort(key=lambda f: f[0])
+    return [row for _, row in found]
+
+
+_STRATUM = "tier, size, kind, votes, threshold"
+_STRATUM_EQUALS = "tier = %s AND size = %s AND kind = %s AND votes = %s AND threshold = %s"
+
+
+def _strata(session: Session, route: str) -> list[tuple[object, ...]]:
+    """The route's distinct strata, each found by one index seek past the one before."""
+    strata: list[tuple[object, ...]] = []
+    while True:
+        after = f" AND ({_STRATUM}) > (%s, %s, %s, %s, %s)" if strata else ""
+        rows = session.execute(
+            f"SELECT {_STRATUM} FROM coe_audits WHERE route = %s{after} "
+            f"ORDER BY {_STRATUM} LIMIT 1",
+            [route, *(strata[-1] if strata else ())],
+        )
+        if not rows:
+            return strata
+        strata.append(rows[0])
 
 
 def route_spend(session: Session) -> dict[str, tuple[float, float]]:

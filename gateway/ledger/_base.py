@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 
     from gateway.ledger._audits import AuditCounts, AuditRecord
     from gateway.outcome import RequestOutcome
-    from policies.audit import PatternEvidence
     from policies.target import AuditRow
 
 GroupBy = Literal["route", "tier", "endpoint", "day", "tag"]
@@ -217,17 +216,6 @@ class Ledger(ABC):
         reservation: Reservation | None = None,
     ) -> None:
         """Commit the live audit's rows, with its own request (purpose ``audit``) if any."""
-
-    @abstractmethod
-    async def audit_evidence(
-        self,
-        route: str,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tenant: str | None = None,
-    ) -> list[PatternEvidence]:
-        """The route's audited evidence, one entry per (vote pattern, kind)."""
 
     @abstractmethod
     async def audit_counts(self, route: str, window: Window) -> AuditCounts:

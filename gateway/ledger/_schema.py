@@ -203,6 +203,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (request_id, kind, tier)
             )""",
             "CREATE INDEX coe_audits_route_time ON coe_audits (route, created_at)",
+            # The θ controller reads each stratum's latest rows along this (gateway.ledger._audits
+            # recent_rows), not the route's whole history.
+            "CREATE INDEX coe_audits_stratum ON coe_audits "
+            "(route, tier, size, kind, votes, threshold, created_at, request_id)",
         ),
     ),
 )

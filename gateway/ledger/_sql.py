@@ -28,7 +28,6 @@ from gateway.ledger._audits import (
     recent_rows,
     route_spend,
 )
-from gateway.ledger._audits import evidence as audit_evidence
 from gateway.ledger._base import (
     AuditSpend,
     Exits,
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from gateway.ledger._base import GroupBy, Window
     from gateway.ledger._schema import Dialect, Session
     from gateway.outcome import Purpose, RequestOutcome
-    from policies.audit import PatternEvidence
     from policies.target import AuditRow
 
 Row = tuple[object, ...]
@@ -134,7 +132,9 @@ class SqlStore(ABC):
         counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         for outcome in outcomes:
             row = self._request_row(outcome)
-            requests.append((*row[:8], UNANSWERED_STATUS, *row[9:]) if unanswered else row)
+            # An audit has no client: only a served request's client got the 503.
+            answered = not unanswered or outcome.purpose != "serve"
+            requests.append(row if answered else (*row[:8], UNANSWERED_STATUS, *row[9:]))
             calls.extend(self._call_rows(outcome))
             created = self.dialect.time(outcome.created_at)
             for tag in dict.fromkeys(outcome.tags):
@@ -272,10 +272,6 @@ class SqlStore(ABC):
                 reserved=self._reserved(session, window),
                 audit=self._audit_totals(session, window),
             )
-
-    def audit_evidence(self, route: str, window: Window) -> tuple[PatternEvidence, ...]:
-        with self.transaction(write=False) as session:
-            return audit_evidence(session, self.dialect, route, window)
 
     def audit_counts(self, route: str, window: Window) -> AuditCounts:
         with self.transaction(write=False) as session:

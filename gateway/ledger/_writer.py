@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from gateway.ledger._base import GroupBy, Hold, LedgerSummary, Reservation
     from gateway.ledger._sql import SqlStore
     from gateway.outcome import RequestOutcome
-    from policies.audit import PatternEvidence
     from policies.target import AuditRow
 
 log = logging.getLogger("coe.ledger")
@@ -59,12 +58,14 @@ _T = TypeVar("_T")
 class _Pending:
     outcome: RequestOutcome
     reservation: Reservation | None = None
+    # An audit's rows (gateway.audit), committed with its own request ``outcome``.
+    audits: tuple[AuditRecord, ...] = ()
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
 
     @property
     def rows(self) -> int:
-        return 1 + len(self.outcome.calls) + len(self.outcome.tags)
+        return 1 + len(self.outcome.calls) + len(self.outcome.tags) + len(self.audits)
 
 
 class BatchingLedger(Ledger):
@@ -87,6 +88,10 @@ class BatchingLedger(Ledger):
         self._closing = False
         self._spool: deque[_Pending] = deque()
         self._next_retry = 0.0
+        # The writer's wait for the next request; an outage found elsewhere (a reservation, an
+        # audit) cuts it short, so the writer starts retrying without waiting for a request that
+        # ensure_available would refuse.
+        self._waiting: anyio.CancelScope | None = None
         self.stats = LedgerStats()
 
     @property
@@ -183,29 +188,27 @@ class BatchingLedger(Ledger):
     ) -> None:
         """Commit audit rows (gateway.audit), with the audit's own request and calls (``outcome``,
         purpose ``audit``) and its settled reservation, in one transaction. Not batched with
-        served requests: no client waits on it."""
-        self.ensure_available()
+        served requests: no client waits on it. An audit whose top-tier calls were made is
+        spooled through an outage like a served request, so its cost reaches the ledger; census
+        rows alone (no calls, no cost) are not."""
+        if self._closing:
+            raise LedgerUnavailable("the ledger is closed")
+        pending = _Pending(outcome, reservation, tuple(audits)) if outcome is not None else None
+        if not self.stats.available:
+            if pending is not None:
+                self._hold([pending], "the ledger is unavailable")
+            raise LedgerUnavailable("the ledger could not record an audit; retry shortly")
         settle = [reservation] if reservation is not None else []
         outcomes = [outcome] if outcome is not None else []
-        await self._database(
-            lambda: self._store.write(outcomes, settle=settle, audits=audits), "record an audit"
-        )
-
-    async def audit_evidence(
-        self,
-        route: str,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tenant: str | None = None,
-    ) -> list[PatternEvidence]:
-        """The route's audited evidence, one entry per (vote pattern, kind), ``since`` ≤ the
-        served request's time < ``until``; rows whose top tier failed are left out."""
-        window = Window(tenant, since, until)
-        found = await self._database(
-            lambda: self._store.audit_evidence(route, window), "read audit evidence"
-        )
-        return list(found)
+        try:
+            await self._database(
+                lambda: self._store.write(outcomes, settle=settle, audits=audits),
+                "record an audit",
+            )
+        except LedgerUnavailable:
+            if pending is not None:
+                self._hold([pending], "the ledger is unavailable")
+            raise
 
     async def audit_counts(self, route: str, window: Window) -> AuditCounts:
         """Evidence, traffic per pattern and audit cost: what ``coe audit`` reports."""
@@ -274,11 +277,13 @@ class BatchingLedger(Ledger):
         wait = math.inf
         if self._spool or not self.stats.available:
             wait = max(0.0, self._next_retry - time.monotonic())
-        with anyio.move_on_after(wait):
+        with anyio.move_on_after(wait) as self._waiting:
             try:
                 first = await self._receive.receive()
             except anyio.EndOfStream:
                 return None
+            finally:
+                self._waiting = None
             batch = [first]
             rows = first.rows
             while rows < self._batch_max_rows:
@@ -328,6 +333,7 @@ class BatchingLedger(Ledger):
             [p.outcome for p in batch],
             settle=[p.reservation for p in batch if p.reservation is not None],
             unanswered=unanswered,
+            audits=[audit for p in batch for audit in p.audits],
         )
 
     async def _retry_due(self) -> None:
@@ -399,6 +405,8 @@ class BatchingLedger(Ledger):
             log.error("ledger unavailable (%s); refusing requests with 503 until it is back", exc)
         self.stats.available = False
         self._next_retry = time.monotonic() + self._retry_interval_s
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def _hold(self, batch: list[_Pending], reason: str) -> None:
         """Spool requests whose rows could not be committed, and tell their waiters."""
