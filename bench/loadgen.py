@@ -1,7 +1,7 @@
 """An open-loop load generator: requests leave at a fixed rate whether or not answers came back.
 
-Request ``i`` is due at ``t0 + i / rate``; it goes out on an idle keep-alive connection, or on a new
-one when every connection is busy, so a slow server never slows the sending (no coordinated
+Request ``i`` is due at ``t0 + i / rate``; it goes out on the longest-idle keep-alive connection, or
+on a new one when every connection is busy, so a slow server never slows the sending (no coordinated
 omission). Latency runs from the moment the generator sends (connecting included) to the last byte
 of the answer; how late the sends left against their schedule is reported as ``send_lag_ms`` so a
 generator that could not keep up shows it. Prints one JSON object::
@@ -10,7 +10,9 @@ generator that could not keep up shows it. Prints one JSON object::
         --requests 4000 --body '{"model": "plain", "messages": [...]}'
 
 ``--split-every K`` appends `` #split`` to the last message of every K-th request (see
-fake_upstream.py); their latencies are reported apart as ``split``.
+fake_upstream.py); their latencies are reported apart as ``split``. Once the ``--warmup`` requests
+are answered, the line ``measuring`` goes to stderr: what the server spends from then on is what
+the recorded requests cost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -31,6 +34,8 @@ from bench.fake_upstream import run_loop
 from gateway.stats import percentile
 
 ESCALATED = b'"decision":"escalated"'
+# The line written to stderr once the warm-up is over and the recorded requests start.
+MEASURING = "measuring"
 
 
 @dataclass(slots=True)
@@ -127,7 +132,9 @@ class Generator:
         self._port = port
         self._payloads = payloads
         self._split_every = split_every
-        self._idle: list[Connection] = []
+        # Oldest idle connection first: requests rotate over every open connection, as many
+        # clients' would, so a server with several worker processes gets its share on each.
+        self._idle: deque[Connection] = deque()
         self._connecting: set[asyncio.Task[None]] = set()
         self._outstanding = 0
         self._all_sent: asyncio.Event | None = None
@@ -137,7 +144,7 @@ class Generator:
         split = self._split_every > 0 and index % self._split_every == self._split_every - 1
         self._outstanding += 1
         while self._idle:
-            connection = self._idle.pop()
+            connection = self._idle.popleft()
             if connection.transport is not None and not connection.transport.is_closing():
                 connection.send(self._payloads[split], started, split, record)
                 return
@@ -263,6 +270,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     )
     if args.warmup:
         await generator.run(min(args.rate, 200.0), args.warmup, record=False)
+    # For a caller that measures the server from outside (bench/run.py reads its CPU time here).
+    sys.stderr.write(f"{MEASURING}\n")
+    sys.stderr.flush()
     cpu0 = time.process_time()
     sending = await generator.run(args.rate, args.requests, record=True)
     cpu = time.process_time() - cpu0

@@ -1,7 +1,11 @@
 """Run the performance scenarios a–f in one run and write the figures into bench/RESULTS.md.
 
-    .venv/bin/python -m bench.run            # the full run (15–25 minutes)
+    .venv/bin/python -m bench.run            # every scenario, the sweep and memory (≥ 25 minutes)
     .venv/bin/python -m bench.run --quick    # a smoke run (about 3 minutes); figures are rough
+
+``--scenarios b,d,…`` picks scenarios, ``--sweep ''`` skips the pinned sweep, ``--peer-rate 0`` the
+50/s comparison and ``--memory-requests 0`` the memory check; bench/RESULTS.md names the command
+of each recorded run.
 
 Each run also writes its raw output to bench/results/<UTC start>-<host>.json (``-quick``,
 ``-memory`` for those runs): commit it with the block, so every figure there can be traced.
@@ -20,7 +24,10 @@ other's time slices.
 Overhead is the latency the gateway adds: at each quantile, the scenario's latency minus the
 direct latency of the upstream calls its answer had to wait for, measured in the same run (scenario
 a and its 50 ms / 500 ms variants). ``--variant NAME=ARGS`` runs (b) and (d) again for each variant
-of the gateway (see bench/serve_variant.py), side by side, for the A/B record.
+of the gateway (see bench/serve_variant.py), side by side, for the A/B record; with
+``--variant-rounds N`` the variants take turns N times. ``--workers 1,2`` sweeps (d) on
+``coe serve --workers N`` with nothing pinned (``run_workers_sweep``). CPU is the system under
+test's, with every process it forked.
 """
 
 from __future__ import annotations
@@ -41,9 +48,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from statistics import median
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from bench.loadgen import MEASURING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -169,16 +182,18 @@ class Harness:
         self.workdir = workdir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.pin = args.pin and (os.cpu_count() or 1) >= 2
+        self.upstream_pid: int | None = None
 
     def _taskset(self, cpu: int) -> list[str]:
         return ["taskset", "-c", str(cpu)] if self.pin and shutil.which("taskset") else []
 
     def start(
-        self, name: str, command: list[str], cpu: int, env: dict[str, str] | None = None
+        self, name: str, command: list[str], cpu: int | None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        """Start ``command`` on CPU ``cpu`` (None: wherever the kernel schedules it)."""
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            self._taskset(cpu) + command,
+            (self._taskset(cpu) if cpu is not None else []) + command,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -204,20 +219,30 @@ class Harness:
 
     def loadgen(
         self, port: int, path: str, model: str, rate: float, requests: int, *,
-        warmup: int, split_every: int = 0, headers: tuple[str, ...] = (),
+        warmup: int, split_every: int = 0, headers: tuple[str, ...] = (), pinned: bool = True,
+        on_measuring: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
+        """Run bench/loadgen.py; ``on_measuring`` is called once its warm-up is over."""
         body = orjson.dumps(
             {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
         ).decode()
-        command = self._taskset(0) + [
+        command = (self._taskset(0) if pinned else []) + [
             PYTHON, "-m", "bench.loadgen", "--url", f"http://{HOST}:{port}{path}",
             "--rate", str(rate), "--requests", str(requests), "--warmup", str(warmup),
             "--body", body, "--split-every", str(split_every),
         ]
         for header in headers:
             command += ["--header", header]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, check=True, timeout=3600)
-        result: dict[str, Any] = orjson.loads(done.stdout)
+        with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as process:
+            assert process.stderr is not None
+            first = process.stderr.readline()
+            if on_measuring is not None and first.strip() == MEASURING.encode():
+                on_measuring()
+            stdout, stderr = process.communicate(timeout=3600)
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, command, stdout, first + stderr)
+        result: dict[str, Any] = orjson.loads(stdout)
         return result
 
 
@@ -252,8 +277,29 @@ def accepted_connections(log: Path) -> dict[str, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of ``pid`` and every live process under it: a server that forks workers
+    (``coe serve --workers N``, granian) is measured whole."""
+    return sum(tree_cpu_seconds(pid).values())
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time of ``pid`` and of each live process under it, by process id."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree: dict[int, float] = {}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        tree[current] = ticks.get(current, 0) / os.sysconf("SC_CLK_TCK")
+        todo += [child for child, parent in parents.items() if parent == current]
+    return tree
 
 
 def stolen_jiffies() -> tuple[int, int]:
@@ -278,31 +324,44 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_gateway(h: Harness, name: str, port: int, command: list[str]) -> subprocess.Popen[bytes]:
+def start_gateway(
+    h: Harness, name: str, port: int, command: list[str], cpu: int | None = 1,
+    extra: list[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``command`` with the run's config and ``--log-level warning``, then ``extra`` (a
+    variant's arguments, which may set the log level again)."""
     ledger = h.workdir / f"ledger-{name}"
     ledger.mkdir()
     config = h.workdir / f"{name}.toml"
     config.write_text(gateway_config(port, ledger))
-    process = h.start(name, [*command, "--config", str(config), "--log-level", "warning"], cpu=1)
+    arguments = [*command, "--config", str(config), "--log-level", "warning", *(extra or [])]
+    process = h.start(name, arguments, cpu=cpu)
     wait_http(f"http://{HOST}:{port}/healthz", 30, process)
     return process
 
 
 def measure(
     h: Harness, scenario: Scenario, rate: float, requests: int, *,
-    port: int, pid: int | None, upstream_port: int = DIRECT_0,
+    port: int, pid: int | None, upstream_port: int = DIRECT_0, pinned: bool = True,
 ) -> Measured:
-    load = os.getloadavg()
-    stolen_before = stolen_jiffies()
-    before = cpu_seconds(pid) if pid else None
+    # Taken when the warm-up is over, so CPU and steal cover the recorded requests only.
+    start: dict[str, Any] = {}
+
+    def measuring() -> None:
+        start.update(load=os.getloadavg(), stolen=stolen_jiffies(),
+                     cpu=cpu_seconds(pid) if pid else None)
+
     if scenario.target == "direct":
         result = h.loadgen(upstream_port, "/v1/chat/completions", "fake", rate, requests,
-                           warmup=h.args.warmup)
+                           warmup=h.args.warmup, on_measuring=measuring)
     else:
         result = h.loadgen(port, "/v1/chat/completions", scenario.route or "", rate, requests,
-                           warmup=h.args.warmup, split_every=scenario.split_every)
+                           warmup=h.args.warmup, split_every=scenario.split_every,
+                           pinned=pinned, on_measuring=measuring)
+    before = start.get("cpu")
     cpu = cpu_seconds(pid) - before if pid and before is not None else None
-    measured = Measured(scenario, rate, result, cpu, load, steal_percent(stolen_before))
+    measured = Measured(scenario, rate, result, cpu, start.get("load", os.getloadavg()),
+                        steal_percent(start["stolen"]) if "stolen" in start else None)
     print(f"  {scenario.key:6} {rate:6.0f}/s  {summary_line(measured)}; CPU/req "
           f"{cpu_per_request(measured)} ms", flush=True)
     return measured
@@ -329,7 +388,7 @@ def overhead(m: Measured, baselines: dict[str, Measured], quantile: str,
 def versions() -> dict[str, str]:
     found = {}
     for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore",
-                 "httpx-aiohttp", "aiohttp", "anyio", "orjson", "pydantic"):
+                 "httpx-aiohttp", "aiohttp", "anyio", "orjson", "pydantic", "granian"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
     litellm_python = LITELLM_VENV / "bin" / "python"
@@ -413,11 +472,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"workdir {workdir}; load {report['load_before']}", flush=True)
     try:
         upstream = start_upstream(h)
-        report["upstream_pid"] = upstream.pid
+        report["upstream_pid"] = h.upstream_pid = upstream.pid
 
+        chosen = [s for s in SCENARIOS if s.key in args.scenarios]
+        needed = {"a"} | {key for s in chosen for key in s.waits_for}
         baselines: dict[str, Measured] = {}
         print("direct baselines", flush=True)
         for key, port in (("a", DIRECT_0), ("a50", DIRECT_50), ("a500", DIRECT_500)):
+            if key not in needed:
+                continue
             scenario = Scenario(key, DIRECT[key].title, None, (), target="direct")
             n = count if key == "a" else max(200, count // 2)
             baselines[key] = measure(h, scenario, rate, n, port=0, pid=None, upstream_port=port)
@@ -425,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results: list[Measured] = []
         gateway = start_gateway(h, "gateway", GATEWAY_PORT, COE_SERVE)
         print("scenarios", flush=True)
-        for scenario in SCENARIOS:
+        for scenario in chosen:
             n = count if scenario.key != "e-all" else max(200, count // 2)
             results.append(run_scenario(h, scenario, rate, n, gateway))
         report["gateway_rss_mib_after_scenarios"] = rss_mib(gateway.pid)
@@ -454,18 +517,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
         h.stop(gateway)
 
+        scaling = [
+            m for workers in args.workers for m in run_workers_sweep(h, args, workers, baselines)
+        ]
+
         variants = []
-        for spec in args.variant:
-            name, _, extra = spec.partition("=")
-            print(f"variant {name}: {extra}", flush=True)
-            command = [PYTHON, "-m", "bench.serve_variant", *shlex.split(extra)]
-            process = start_gateway(h, f"variant-{name}", GATEWAY_PORT, command)
-            for key in args.variant_scenarios:
-                scenario = next(s for s in SCENARIOS if s.key == key)
-                m = measure(h, scenario, rate, count, port=GATEWAY_PORT, pid=process.pid)
-                m.extra["variant"] = name
-                variants.append(m)
-            h.stop(process)
+        # Rounds interleave the variants (A B C, A B C, …): on a shared machine a disturbance
+        # then falls on one round of each rather than on all of one variant.
+        for round_ in range(args.variant_rounds if args.variant else 0):
+            for spec in args.variant:
+                name, _, extra = spec.partition("=")
+                print(f"variant {name} (round {round_ + 1}): {extra}", flush=True)
+                command = [PYTHON, "-m", "bench.serve_variant"]
+                process = start_gateway(h, f"variant-{name}-{round_}", GATEWAY_PORT, command,
+                                        extra=shlex.split(extra))
+                for key in args.variant_scenarios:
+                    scenario = next(s for s in SCENARIOS if s.key == key)
+                    m = measure(h, scenario, rate, count, port=GATEWAY_PORT, pid=process.pid)
+                    m.extra["variant"] = name
+                    m.extra["round"] = round_ + 1
+                    variants.append(m)
+                h.stop(process)
 
         memory: dict[str, Any] = {}
         if args.memory_requests:
@@ -477,14 +549,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["scenarios"] = [dump(m) for m in results]
         report["sweep"] = [dump(m) for m in sweep]
         report["variants"] = [dump(m) for m in variants]
+        report["workers"] = [dump(m) for m in scaling]
         report["memory"] = memory
         report["peer"] = [dump(m) for m in peer]
-        report["_objects"] = (baselines, results, sweep, variants, peer)
+        report["_objects"] = (baselines, results, sweep, variants, peer, scaling)
         return report
     finally:
         h.stop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_workers_sweep(
+    h: Harness, args: argparse.Namespace, workers: int, baselines: dict[str, Measured]
+) -> list[Measured]:
+    """(d) at rising rates on ``coe serve --workers N``, until it no longer keeps up.
+
+    The gateway and the load generator are not pinned here, for every N alike: with two workers
+    on a 2-core machine the gateway needs both cores, so it shares them with the harness (the
+    fake upstream stays on CPU 0, as in the rest of the run), and one worker does so equally.
+    Each row carries the harness's CPU per request: the share of the machine the gateway could
+    not have."""
+    print(f"workers {workers}: sweep (d)", flush=True)
+    ensemble = next(s for s in SCENARIOS if s.key == "d")
+    command = [*COE_SERVE, "--workers", str(workers)]
+    gateway = start_gateway(h, f"gateway-workers-{workers}", GATEWAY_PORT, command, cpu=None)
+    upstream_pid = h.upstream_pid
+    rows: list[Measured] = []
+    try:
+        for step in args.workers_sweep:
+            harness_before = cpu_seconds(upstream_pid) if upstream_pid else None
+            processes_before = tree_cpu_seconds(gateway.pid)
+            m = measure(h, ensemble, step, int(step * args.sweep_seconds), port=GATEWAY_PORT,
+                        pid=gateway.pid, pinned=False)
+            m.extra["workers"] = workers
+            # Per process (supervisor and workers, warm-up included): how evenly they shared.
+            m.extra["process_cpu_s"] = {
+                str(p): round(cpu - processes_before.get(p, 0.0), 2)
+                for p, cpu in tree_cpu_seconds(gateway.pid).items()
+            }
+            if upstream_pid and harness_before is not None:
+                m.extra["harness_cpu_s"] = (
+                    cpu_seconds(upstream_pid) - harness_before + m.result["generator_cpu_s"]
+                )
+            rows.append(m)
+            # On past a p99 over 10 ms (one disturbance on a shared machine makes one), up to
+            # the rate the gateway no longer sustains.
+            if not sustained(m, baselines):
+                break
+    finally:
+        h.stop(gateway)
+    return rows
+
+
+def sustained(m: Measured, baselines: dict[str, Measured]) -> bool:
+    """Every request answered, at ≥ 95 % of the rate asked, with p50 overhead ≤ 5 ms."""
+    p50 = overhead(m, baselines, "p50")
+    return (p50 is not None and p50 <= 5.0 and m.result["ok"] == m.result["sent"]
+            and m.result["achieved_rate"] >= 0.95 * m.rate)
 
 
 def run_scenario(h: Harness, scenario: Scenario, rate: float, count: int,
@@ -586,7 +708,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    baselines, results, sweep, variants, peer = report["_objects"]
+    baselines, results, sweep, variants, peer, scaling = report["_objects"]
     out = [BEGIN, "", f"## Latest run ({report['started']})", ""]
     m = report["machine"]
     out += [
@@ -601,6 +723,7 @@ def render(report: dict[str, Any]) -> str:
         + ("pinned to CPU 1, harness to CPU 0." if report["pinned"] else "not pinned."),
         f"- Raw output: `{report['raw_output']}`.",
         "",
+        *acceptance(report),
         "Latency is measured by the load generator (send to last byte); percentiles are "
         "gateway.stats.percentile (linear between closest ranks, numpy's default). Overhead = "
         "latency − the direct latency of the upstream calls the answer waited for, at the same "
@@ -667,9 +790,10 @@ def render(report: dict[str, Any]) -> str:
                 if o_mine is not None and o_theirs:
                     parts.append(f"{q} {o_mine:.2f} / {o_theirs:.2f} ms = {o_mine / o_theirs:.2f}")
             out += ["", "- Overhead (b) / LiteLLM (c): " + "; ".join(parts) + "."]
-    out += ["", "### Throughput sweep, scenario (d)", "",
-            "| target /s | achieved /s | p50 ms | p99 ms | overhead p99 | not ok | CPU ms/req | "
-            "max send lag ms | steal % |", "|---|---|---|---|---|---|---|---|---|"]
+    if sweep:
+        out += ["", "### Throughput sweep, scenario (d)", "",
+                "| target /s | achieved /s | p50 ms | p99 ms | overhead p99 | not ok | "
+                "CPU ms/req | max send lag ms | steal % |", "|---|---|---|---|---|---|---|---|---|"]
     for s in sweep:
         lat = s.result.get("latency_ms", {})
         out.append(
@@ -678,18 +802,10 @@ def render(report: dict[str, Any]) -> str:
             f"{s.result['sent'] - s.result['ok']} | {cpu_per_request(s)} | "
             f"{s.result['max_send_lag_ms']:.1f} | {fmt(s.steal, 0)} |"
         )
+    if scaling:
+        out += workers_table(scaling, baselines)
     if variants:
-        out += ["", "### Variants (bench/serve_variant.py), same run", "",
-                "| variant | scenario | p50 ms | p99 ms | overhead p50 | overhead p99 | "
-                "CPU ms/req | steal % |", "|---|---|---|---|---|---|---|---|"]
-        for v in variants:
-            lat = v.result.get("latency_ms", {})
-            out.append(
-                f"| {v.extra['variant']} | {v.scenario.key} | {fmt(lat.get('p50'))} | "
-                f"{fmt(lat.get('p99'))} | {fmt(overhead(v, baselines, 'p50'))} | "
-                f"{fmt(overhead(v, baselines, 'p99'))} | {cpu_per_request(v)} | "
-                f"{fmt(v.steal, 0)} |"
-            )
+        out += variants_tables(variants, baselines)
     if report["upstream_connections"]:
         counts = ", ".join(f"{k}: {v}" for k, v in report["upstream_connections"].items())
         out += ["", "Connections the fake upstream accepted over the whole run, per port (the "
@@ -705,6 +821,141 @@ def render(report: dict[str, Any]) -> str:
                 f"{memory['not_ok']} not ok."]
     out += ["", END]
     return "\n".join(out)
+
+
+def acceptance(report: dict[str, Any]) -> list[str]:
+    """Issue 15's acceptance ratios, each from rows of this run (none where a row is missing)."""
+    baselines, results, _, _, peer, scaling = report["_objects"]
+    found = {m.scenario.key: m for m in results}
+    lines = []
+    plain, floor = found.get("b"), found.get("b-floor")
+    if plain and floor:
+        ours, bare = overhead(plain, baselines, "p50"), overhead(floor, baselines, "p50")
+        if ours is not None and bare:
+            lines.append(f"(b) overhead p50 {ours:.2f} ms = {ours / bare:.2f}× the floor's "
+                         f"{bare:.2f} ms (target ≤ 1.5×)")
+        if plain.cpu_s and floor.cpu_s:
+            ratio = (plain.cpu_s / plain.result["sent"]) / (floor.cpu_s / floor.result["sent"])
+            lines.append(f"(b) CPU per request {cpu_per_request(plain)} ms = {ratio:.2f}× the "
+                         f"floor's {cpu_per_request(floor)} ms (target ≤ 1.6×)")
+    at = {m.scenario.key: m for m in peer}
+    if "b" in at and "c" in at and "a" in at and "latency_ms" in at["c"].result:
+        ours = overhead(at["b"], {"a": at["a"]}, "p50")
+        theirs = overhead(at["c"], {"a": at["a"]}, "p50")
+        if ours is not None and theirs:
+            lines.append(f"at {at['b'].rate:.0f}/s, (b) overhead p50 {ours:.2f} ms = "
+                         f"{ours / theirs:.2f}× LiteLLM's {theirs:.2f} ms (target ≤ 0.2×)")
+    kept: dict[int, float] = {}
+    for m in scaling:
+        p99 = overhead(m, baselines, "p99")
+        if sustained(m, baselines) and p99 is not None and p99 <= 10.0:
+            kept[m.extra["workers"]] = max(kept.get(m.extra["workers"], 0.0), m.rate)
+    if 1 in kept and 2 in kept:
+        lines.append(f"(d) with p99 overhead ≤ 10 ms: {kept[2]:.0f}/s on two workers = "
+                     f"{kept[2] / kept[1]:.2f}× the {kept[1]:.0f}/s of one (target ≥ 1.7×)")
+    elif scaling:
+        held = ", ".join(f"{w} worker(s) {kept[w]:.0f}/s" if w in kept else f"{w} worker(s) none"
+                         for w in sorted({m.extra["workers"] for m in scaling}))
+        lines.append(f"(d) highest rate with p99 overhead ≤ 10 ms: {held} (target: two workers "
+                     "≥ 1.7× one)")
+    memory = report["memory"]
+    if memory:
+        lines.append(f"RSS growth from {memory['after_requests'][0]:,} to "
+                     f"{memory['after_requests'][1]:,} requests: {memory['growth'] * 100:+.1f} % "
+                     "(target ≤ 10 %)")
+    if not lines:
+        return []
+    return ["Issue 15's acceptance, from the rows below:", "", *[f"- {x}." for x in lines], ""]
+
+
+def variants_tables(variants: list[Measured], baselines: dict[str, Measured]) -> list[str]:
+    """Each variant's rows, and, over the rounds, the median of its CPU per request and of its
+    CPU ratio to the first variant measured in the same round (the pair closest in time)."""
+    reference_name = variants[0].extra["variant"]
+    reference = {(v.extra["round"], v.scenario.key): v for v in variants
+                 if v.extra["variant"] == reference_name}
+
+    def ratio(v: Measured) -> float | None:
+        ref = reference.get((v.extra["round"], v.scenario.key))
+        if ref is None or not v.cpu_s or not ref.cpu_s or not v.result["sent"]:
+            return None
+        sent, ref_sent = int(v.result["sent"]), int(ref.result["sent"])
+        return (v.cpu_s / sent) / (ref.cpu_s / ref_sent)
+
+    out = ["", "### Variants (bench/serve_variant.py), same run", "",
+           f"CPU ratio: the variant's CPU per request over that of `{reference_name}` in the "
+           "same round and scenario. Medians over the rounds:", "",
+           "| variant | scenario | rounds | CPU ms/req | CPU ratio | overhead p50 ms | "
+           "overhead p99 ms |", "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[Measured]] = {}
+    for v in variants:
+        groups.setdefault((v.extra["variant"], v.scenario.key), []).append(v)
+    for (name, key), rows in groups.items():
+        cpus = [v.cpu_s / v.result["sent"] * 1000 for v in rows if v.cpu_s and v.result["sent"]]
+        ratios = [r for r in map(ratio, rows) if r is not None]
+        o50 = [o for o in (overhead(v, baselines, "p50") for v in rows) if o is not None]
+        o99 = [o for o in (overhead(v, baselines, "p99") for v in rows) if o is not None]
+        out.append(
+            f"| {name} | {key} | {len(rows)} | {fmt(median(cpus) if cpus else None)} | "
+            f"{fmt(median(ratios) if ratios else None)} | {fmt(median(o50) if o50 else None)} | "
+            f"{fmt(median(o99) if o99 else None)} |"
+        )
+    out += ["", "Every round:", "",
+            "| variant | round | scenario | p50 ms | p99 ms | overhead p50 | overhead p99 | "
+            "CPU ms/req | CPU ratio | load 1 min | steal % |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        lat = v.result.get("latency_ms", {})
+        out.append(
+            f"| {v.extra['variant']} | {v.extra['round']} | {v.scenario.key} | "
+            f"{fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} | "
+            f"{fmt(overhead(v, baselines, 'p50'))} | {fmt(overhead(v, baselines, 'p99'))} | "
+            f"{cpu_per_request(v)} | {fmt(ratio(v))} | {v.load[0]:.2f} | {fmt(v.steal, 0)} |"
+        )
+    return out
+
+
+def workers_table(scaling: list[Measured], baselines: dict[str, Measured]) -> list[str]:
+    """The (d) sweep per worker count, and the highest rate each held under 10 ms p99 overhead."""
+    out = ["", "### Workers: scenario (d) on `coe serve --workers N`, gateway not pinned", "",
+           "Per process: CPU seconds of each gateway process over the step (warm-up included), "
+           "largest first: with two workers, how evenly they shared the load. Harness CPU: the "
+           "fake upstream's and the load generator's CPU time per request, on the same two "
+           "cores.", "",
+           "| workers | target /s | achieved /s | p50 ms | overhead p99 | not ok | CPU ms/req | "
+           "per process, s | harness CPU ms/req | load 1 min | steal % |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    held: dict[int, float] = {}
+    kept: dict[int, float] = {}
+    for m in scaling:
+        lat = m.result.get("latency_ms", {})
+        p99 = overhead(m, baselines, "p99")
+        workers = m.extra["workers"]
+        if sustained(m, baselines):
+            kept[workers] = max(kept.get(workers, 0.0), m.rate)
+            if p99 is not None and p99 <= 10.0:
+                held[workers] = max(held.get(workers, 0.0), m.rate)
+        harness = m.extra.get("harness_cpu_s")
+        shares = sorted(m.extra.get("process_cpu_s", {}).values(), reverse=True)
+        out.append(
+            f"| {workers} | {m.rate:.0f} | {m.result['achieved_rate']:.0f} | "
+            f"{fmt(lat.get('p50'))} | {fmt(p99)} | {m.result['sent'] - m.result['ok']} | "
+            f"{cpu_per_request(m)} | {' / '.join(f'{x:.1f}' for x in shares)} | "
+            f"{fmt(harness / m.result['sent'] * 1000 if harness else None)} | "
+            f"{m.load[0]:.2f} | {fmt(m.steal, 0)} |"
+        )
+    out.append("")
+    for label, rates in (("with p99 overhead ≤ 10 ms", held),
+                         ("sustained (all answered, ≥ 95 % of the rate, p50 overhead ≤ 5 ms)",
+                          kept)):
+        workers_seen = sorted({m.extra["workers"] for m in scaling})
+        text = "; ".join(f"{w} worker(s) {rates[w]:.0f}/s" if w in rates else
+                         f"{w} worker(s) none" for w in workers_seen)
+        if 1 in rates and len(rates) > 1:
+            text += " (" + "; ".join(f"{w} workers {r / rates[1]:.2f}× one"
+                                     for w, r in sorted(rates.items()) if w != 1) + ")"
+        out.append(f"- Highest rate {label}: {text}.")
+    return out
 
 
 def cpu_per_request(m: Measured) -> str:
@@ -757,8 +1008,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
     parser.add_argument("--warmup", type=int, default=400)
-    parser.add_argument("--sweep", type=lambda s: [float(x) for x in s.split(",")],
-                        default=[100, 150, 200, 250, 300, 400, 500, 700, 1000])
+    parser.add_argument("--scenarios", type=lambda s: s.split(","),
+                        default=[s.key for s in SCENARIOS],
+                        help="comma-separated keys of the scenarios to run (default: all)")
+    parser.add_argument("--sweep", type=_rates,
+                        default=[100, 150, 200, 250, 300, 400, 500, 700, 1000],
+                        help="rates of the (d) sweep on the pinned gateway; '' skips it")
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[], help="e.g. 1,2: the (d) sweep again on coe serve --workers N, "
+                        "the gateway unpinned (see run_workers_sweep)")
+    parser.add_argument("--workers-sweep", type=_rates,
+                        default=[150, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800])
     parser.add_argument("--sweep-seconds", type=float, default=8.0)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--memory-rate", type=float, default=0.0,
@@ -766,6 +1026,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME='serve_variant arguments'; runs --variant-scenarios again")
     parser.add_argument("--variant-scenarios", type=lambda s: s.split(","), default=["b", "d"])
+    parser.add_argument("--variant-rounds", type=int, default=1,
+                        help="run the variants this many times, interleaved")
     parser.add_argument("--peer-rate", type=float, default=50.0,
                         help="also run (a), (b), (c) at this rate; 0: skip")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
@@ -802,6 +1064,10 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     print(f"wrote {args.out}, {args.json} and {archive} (commit the last)", flush=True)
+
+
+def _rates(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
 
 
 def archive_path(started: str, kind: str) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -15,6 +17,7 @@ import pytest
 from bench.fake_upstream import FakeUpstream, parse_script
 from bench.floor_app import ANSWER, FloorApp
 from bench.loadgen import Generator, _parse_response, build_payloads, quantiles
+from bench.run import cpu_seconds
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +103,29 @@ async def test_the_floor_answer_mode_makes_no_upstream_call() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
         response = await client.post("http://floor/v1/chat/completions", content=BODY)
     assert response.content == ANSWER
+
+
+# A parent that forks one worker; the worker burns 0.3 s of CPU, says so, then waits for stdin.
+_FORKING_SERVER = """
+import os, sys, time
+if os.fork() == 0:
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        pass
+    print("burnt", flush=True)
+    sys.stdin.read()
+    os._exit(0)
+os.wait()
+"""
+
+
+def test_cpu_time_counts_the_workers_a_server_forks() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _FORKING_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            assert process.stdout.readline() == b"burnt\n"
+            assert cpu_seconds(process.pid) >= 0.25
+        finally:
+            process.stdin.close()
