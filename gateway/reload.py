@@ -65,6 +65,28 @@ RELOADABLE_SERVER_KEYS = frozenset(
 RESTART_SECTIONS = ("server", "ledger", "telemetry")
 
 
+class _EarlySighup:
+    """Whether a SIGHUP came before the app could handle reloads (a worker still starting)."""
+
+    came = False
+
+
+_EARLY_SIGHUP = _EarlySighup()
+
+
+def remember_sighup(_signum: int, _frame: object) -> None:
+    """A worker's SIGHUP handler until its app handles reloads: the signal is kept, not lost, so
+    a reload sent while a worker starts still reaches it (``take_early_sighup``). Only sets a
+    flag: a signal handler must not take locks."""
+    _EARLY_SIGHUP.came = True
+
+
+def take_early_sighup() -> bool:
+    """Whether a SIGHUP came before the app handled reloads, forgetting it."""
+    came, _EARLY_SIGHUP.came = _EARLY_SIGHUP.came, False
+    return came
+
+
 def version_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:VERSION_CHARS]
 

@@ -44,7 +44,7 @@ from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.errors import ConfigError
-from gateway.reload import needs_restart
+from gateway.reload import needs_restart, remember_sighup
 from gateway.serve import server_config
 
 if TYPE_CHECKING:
@@ -219,8 +219,9 @@ def _worker(spec: WorkerSpec, *, replacement: bool) -> NoReturn:
     cleanup is its own)."""
     code = 1
     try:
-        # SIGHUP is ignored until the lifespan handles it (a reload); the others are uvicorn's.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # SIGHUP is remembered until the lifespan handles it (then it reloads at once); the
+        # others are uvicorn's.
+        signal.signal(signal.SIGHUP, remember_sighup)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         _die_with_supervisor(spec.supervisor_pid)
         # prometheus-client chose its value class at import, in the supervisor, before the

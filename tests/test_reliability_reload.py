@@ -22,6 +22,9 @@ import httpx
 import pytest
 import tomli_w
 
+from gateway.api.app import create_app
+from gateway.api.state import STATE_KEY
+from gateway.reload import ConfigSource, remember_sighup
 from gateway.tenants import key_digest
 from tests.gateway_process import GatewayProcess
 from tests.ledger_fixtures import fresh_query
@@ -218,3 +221,19 @@ def test_reload_needs_an_admin_key_and_the_cli_reports_success(
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.startswith("reloaded: config ")
     assert json.loads(reload(gateway).text)["changed"] is False
+
+
+@pytest.mark.anyio
+async def test_a_sighup_before_the_app_is_up_reloads_it_before_it_serves(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(tomli_w.dumps(config(tmp_path, {"alice": KEY_A})))
+    source = ConfigSource(path, {})
+    settings, version = source.load()
+    app = create_app(settings, source=source, version=version, reload_on_sighup=True)
+    # The file changes and SIGHUP comes while the process starts, after it read the file.
+    path.write_text(tomli_w.dumps(config(tmp_path, {"alice": KEY_A, "bob": KEY_B})))
+    remember_sighup(signal.SIGHUP, None)
+
+    async with app.router.lifespan_context(app) as state:
+        with state[STATE_KEY].config.use() as serving:
+            assert serving.keyring.authenticate(f"Bearer {KEY_B}").tenant == "bob"

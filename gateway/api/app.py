@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import threading
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,7 +30,7 @@ from gateway.errors import (
 )
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
-from gateway.reload import Resources, build_generation, settings_version
+from gateway.reload import Resources, build_generation, settings_version, take_early_sighup
 from gateway.telemetry import TRACING_STATE_KEY, TraceMiddleware, open_tracing, tracing_wanted
 from providers.http import make_aiohttp_transport, make_http_client
 
@@ -99,6 +99,11 @@ def create_app(
             log.info("config loaded", extra={"config_version": first.version})
             if reload_on_sighup and state.reloader is not None:
                 _reload_on_sighup(state, stack)
+                if take_early_sighup():
+                    # Sent while this worker started, perhaps after it read the file: reloaded
+                    # before it serves a request.
+                    with suppress(ReloadRefused):  # logged and counted
+                        await state.reloader.reload()
             yield {STATE_KEY: state, TRACING_STATE_KEY: tracing}
 
     # FastAPI's own OpenTelemetry bridge stays off: the gateway traces itself

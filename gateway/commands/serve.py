@@ -6,13 +6,14 @@ answers it."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.logs import configure_logging
-from gateway.reload import ConfigSource
+from gateway.reload import ConfigSource, remember_sighup
 from gateway.serve import server_config
 from gateway.workers import run_workers, worker_count
 
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     }
     # A reload re-reads the file with the same flags over it (gateway.reload).
     source = ConfigSource(Path(args.config), overrides)
+    # Before the file is read: a SIGHUP from here on reloads once the app is up, not kills.
+    signal.signal(signal.SIGHUP, remember_sighup)
     settings, version = source.load()
     configure_logging(args.log_level, json=args.log_format == "json")
     workers = worker_count(settings.server.workers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from gateway.ledger._schema import Session
 
 SQLITE_PREFIX = "sqlite:///"
+# How long a connection waits for another's lock (SQLite's busy handler), and the switch to WAL.
+_BUSY_TIMEOUT_S = 30.0
+_WAL_RETRY_S = 0.01
 
 
 def sqlite_path(url: str) -> Path:
@@ -83,7 +87,24 @@ class SqliteStore(SqlStore):
 
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: transactions are begun and ended explicitly above.
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    connection.execute("PRAGMA journal_mode=WAL")
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_S
+    )
+    _switch_to_wal(connection)
     connection.execute("PRAGMA synchronous=FULL")
     return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while busy: when two processes (``--workers``) open a
+    new ledger file at once, one's switch finds the other's under way and SQLite answers "database
+    is locked" at once, without its busy handler. Runs in a worker thread, at start."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(_WAL_RETRY_S)
