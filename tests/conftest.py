@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings, parse_settings
+from tests.gateway_process import GatewayProcess
 from tests.upstream import UpstreamServer
 
 UPSTREAM_NAMES = ("small-a", "small-b", "small-c", "large")
@@ -15,6 +16,15 @@ UPSTREAM_NAMES = ("small-a", "small-b", "small-c", "large")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[GatewayProcess]]:
+    """`coe serve` processes a test starts (append, then start); each is stopped afterwards."""
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
 
 
 @pytest.fixture(scope="session")

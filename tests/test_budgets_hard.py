@@ -43,14 +43,6 @@ def pg_url(tmp_path: Path) -> Iterator[str]:
     yield from ledger_url_for("postgresql", tmp_path)
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
-
-
 async def burst(urls: list[str]) -> list[httpx.Response]:
     """Every request at once, alternating between the gateways."""
     responses: list[httpx.Response] = []

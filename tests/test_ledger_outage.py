@@ -44,14 +44,6 @@ class Sent:
 
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
-
-
 async def load(
     url: str, seconds: float, events: dict[float, Callable[[], None]]
 ) -> tuple[list[Sent], dict[str, float]]:

@@ -34,14 +34,6 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from ledger_url_for(request.param, tmp_path)
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
-
-
 def start(gateways: list[GatewayProcess], gateway: GatewayProcess) -> GatewayProcess:
     gateways.append(gateway)
     return gateway.start()

@@ -49,14 +49,6 @@ def echo_config(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
-
-
 def start(gateways: list[GatewayProcess], gateway: GatewayProcess) -> GatewayProcess:
     gateways.append(gateway)
     gateway.start()

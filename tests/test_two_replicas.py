@@ -17,6 +17,7 @@ import pytest
 import tomli_w
 
 from gateway.tenants import key_digest
+from tests.gateway_process import one_tier_config
 from tests.ledger_fixtures import ledger_url_for
 from tests.upstream import UpstreamServer
 
@@ -44,26 +45,8 @@ def ledger_url(tmp_path: Path) -> Iterator[str]:
 
 def write_config(path: Path, upstreams: dict[str, UpstreamServer], ledger: str, port: int) -> None:
     config: dict[str, Any] = {
+        **one_tier_config(upstreams, ledger),
         "server": {"host": "127.0.0.1", "port": port},
-        "ledger": {"url": ledger},
-        "endpoints": [
-            {
-                "name": name,
-                "base_url": upstreams[name].base_url,
-                "model": name,
-                "max_retries": 0,
-                "usd_per_mtok_in": 0.10,
-                "usd_per_mtok_out": 0.20,
-            }
-            for name in ("small-a", "small-b", "small-c")
-        ],
-        "routes": {
-            "sentiment": {
-                "labels": ["positive", "negative"],
-                "threshold": 1,
-                "tiers": [["small-a", "small-b", "small-c"]],
-            }
-        },
         "tenants": [
             {"name": "acme", "api_key_sha256": [key_digest(TENANT_KEY)]},
             {
