@@ -55,7 +55,7 @@ from gateway.tenants import key_digest
 from tests.gateway_process import GatewayProcess
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine
     from multiprocessing.queues import Queue
 
     # One request; its HTTP status, 0 for a transport error.
@@ -222,39 +222,49 @@ async def _noisy(port: int, window: Window) -> Tally:
 
 async def _slowloris(port: int, count: int, start: float, until: float) -> Tally:
     trickle = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 10_000
-    tally = Tally()
 
-    async def one() -> None:
-        while time.monotonic() < until:
+    async def one_byte_a_second(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tally: Tally
+    ) -> None:
+        for byte in trickle:
+            writer.write(bytes([byte]))
+            await writer.drain()
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.5)
-                continue
-            tally.opened += 1
-            try:
-                for byte in trickle:
-                    writer.write(bytes([byte]))
-                    await writer.drain()
-                    try:
-                        if await asyncio.wait_for(reader.read(4096), timeout=1.0):
-                            await asyncio.wait_for(reader.read(), timeout=1.0)  # 408, close
-                        tally.cut_off += 1
-                        break
-                    except TimeoutError:
-                        if time.monotonic() >= until:
-                            return
-            except OSError:
+                if await asyncio.wait_for(reader.read(4096), timeout=1.0):
+                    await asyncio.wait_for(reader.read(), timeout=1.0)  # 408, close
                 tally.cut_off += 1
-            finally:
-                writer.close()
+                return
+            except TimeoutError:
+                if time.monotonic() >= until:
+                    return
 
-    await asyncio.sleep(max(0.0, start - time.monotonic()))
-    await asyncio.gather(*(one() for _ in range(count)))
-    return tally
+    return await _connections(port, count, start, until, one_byte_a_second)
 
 
 async def _idle(port: int, count: int, start: float, until: float) -> Tally:
+    async def silent(
+        reader: asyncio.StreamReader, _writer: asyncio.StreamWriter, tally: Tally
+    ) -> None:
+        while time.monotonic() < until:
+            try:
+                if not await asyncio.wait_for(reader.read(4096), timeout=1.0):
+                    tally.cut_off += 1
+                    return
+            except TimeoutError:
+                continue
+
+    return await _connections(port, count, start, until, silent)
+
+
+async def _connections(
+    port: int,
+    count: int,
+    start: float,
+    until: float,
+    use: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Tally], Awaitable[None]],
+) -> Tally:
+    """``count`` connections from ``start`` to ``until``, each reopened when the gateway closes
+    it; ``use`` is what an attacker does on one (it returns once the connection is cut off)."""
     tally = Tally()
 
     async def one() -> None:
@@ -266,13 +276,7 @@ async def _idle(port: int, count: int, start: float, until: float) -> Tally:
                 continue
             tally.opened += 1
             try:
-                while time.monotonic() < until:
-                    try:
-                        if not await asyncio.wait_for(reader.read(4096), timeout=1.0):
-                            tally.cut_off += 1
-                            break
-                    except TimeoutError:
-                        continue
+                await use(reader, writer, tally)
             except OSError:
                 tally.cut_off += 1
             finally:
