@@ -2,10 +2,18 @@
 
 WAL lets reports and budget checks read while the writer commits, also from another process
 (``coe report`` beside ``coe serve``); FULL makes a commit survive a power cut, not only a crash.
+
+Writers in several processes (``coe serve --workers N``) take turns through an exclusive
+``flock`` on ``<ledger>-writer.lock`` before they begin, tried every 50 µs at first, then less
+often, up to every millisecond. SQLite's own busy handler, left to guard against writers without
+the turn, sleeps 1, 2, 5, 10 ms … between tries, while a request's answer waits for its commit:
+two workers committing a few hundred times a second each collide often enough for its sleeps to
+set the tail. The kernel releases the lock of a process that dies holding it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -26,6 +34,8 @@ SQLITE_PREFIX = "sqlite:///"
 # How long a connection waits for another's lock (SQLite's busy handler), and the switch to WAL.
 _BUSY_TIMEOUT_S = 30.0
 _WAL_RETRY_S = 0.01
+# How often a writer tries for its turn: from the first interval, doubling up to the last.
+_TURN_RETRY_S = (0.00005, 0.001)
 
 
 def sqlite_path(url: str) -> Path:
@@ -34,6 +44,11 @@ def sqlite_path(url: str) -> Path:
     if not path or path == ":memory:":
         raise ConfigError(f"ledger.url {url!r}: name a database file, e.g. sqlite:///coe.db")
     return Path(path)
+
+
+def writer_turn_path(path: Path) -> Path:
+    """The file whose flock is the turn of a process to write the ledger at ``path``."""
+    return path.parent / f"{path.name}-writer.lock"
 
 
 class _SqliteSession:
@@ -53,6 +68,9 @@ class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
         if not path.parent.is_dir():
             raise ConfigError(f"ledger.url: the folder {str(path.parent)!r} does not exist")
+        # A file of its own: closing any descriptor of the database file would drop the POSIX
+        # locks SQLite holds on it (sqlite.org/howtocorrupt.html, 2.2).
+        self._writer_turn = writer_turn_path(path).open("ab")
         # One connection writes and one reads, each behind its own lock: worker threads take
         # turns on a connection, and the reader never waits for the writer's commit.
         self._writer = _connect(path)
@@ -63,7 +81,7 @@ class SqliteStore(SqlStore):
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
         connection = self._writer if write else self._reader
-        with self._write_lock if write else self._read_lock:
+        with self._write_lock if write else self._read_lock, self._turn(write=write):
             # IMMEDIATE takes the write lock up front, so a busy file waits (busy_timeout)
             # instead of failing halfway through a batch.
             connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -79,10 +97,41 @@ class SqliteStore(SqlStore):
                         connection.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def _turn(self, *, write: bool) -> Iterator[None]:
+        """This process's turn to write, among every process writing the file; readers take
+        none (WAL: they never wait for a writer)."""
+        if not write:
+            yield
+            return
+        _take_turn(self._writer_turn.fileno())
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_turn, fcntl.LOCK_UN)
+
     def close(self) -> None:
         with self._write_lock, self._read_lock:
             self._writer.close()
             self._reader.close()
+            self._writer_turn.close()
+
+
+def _take_turn(descriptor: int) -> None:
+    """The exclusive flock on ``descriptor``, polled rather than waited for so that a holder that
+    never lets go (a stopped process, a hung disk) fails the write as SQLite's busy timeout would:
+    "database is locked", which the writer treats as an outage."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause, longest = _TURN_RETRY_S
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked") from None
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
