@@ -21,7 +21,9 @@ several endpoints are. ``--ledger-commit on-loop`` commits each ledger batch on 
 instead of in a worker thread: never a configuration (the loop would block on every fsync), it
 measures what the hop to the thread costs. ``--server granian`` serves the same app with granian
 (pip install granian; Rust HTTP, one worker, uvloop, access log off, the config's header timeout)
-instead of uvicorn.
+instead of uvicorn. ``--without ledger,metrics`` answers without writing the request's ledger
+rows (the writer still runs) and without observing its metrics: never a configuration (calls would
+go unbilled), it measures what each part costs a request end to end.
 """
 
 from __future__ import annotations
@@ -91,7 +93,14 @@ def main() -> None:
     parser.add_argument("--ledger-commit", choices=["thread", "on-loop"], default="thread",
                         help="on-loop: the batch's commit blocks the event loop (measures what "
                         "the hop to a worker thread costs; never shipped)")
+    parser.add_argument("--without", type=_parts, default=frozenset(),
+                        help="comma-separated, of ledger, metrics: skip that part of each "
+                        "request (measures what it costs; never shipped)")
     args = parser.parse_args()
+    if "ledger" in args.without:
+        _writer.BatchingLedger.record = _record_nothing  # type: ignore[method-assign,assignment]
+    if "metrics" in args.without:
+        metrics.Metrics.observe = _observe_nothing  # type: ignore[method-assign,assignment]
     if args.ledger_commit == "on-loop":
         _writer.anyio = _OnLoop()  # type: ignore[attr-defined,assignment]
     if args.route == "fastapi":
@@ -134,6 +143,26 @@ def main() -> None:
         loop=args.loop,
         http=_protocol(args.http),
     )
+
+
+_PARTS = frozenset({"ledger", "metrics"})
+
+
+def _parts(text: str) -> frozenset[str]:
+    parts = frozenset(p for p in text.split(",") if p)
+    if not parts <= _PARTS:
+        raise argparse.ArgumentTypeError(f"not one of {sorted(_PARTS)}: {sorted(parts - _PARTS)}")
+    return parts
+
+
+async def _record_nothing(
+    _ledger: _writer.BatchingLedger, _outcome: Any, *, reservation: Any = None
+) -> None:
+    del reservation
+
+
+def _observe_nothing(_metrics: metrics.Metrics, _outcome: Any) -> None:
+    pass
 
 
 class _OnLoop:
