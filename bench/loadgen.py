@@ -83,20 +83,26 @@ class Connection(asyncio.Protocol):
         parsed = _parse_response(self._buffer)
         if parsed is None:
             return
-        status, body, used = parsed
+        status, body, used, close = parsed
         del self._buffer[:used]
         self.busy = False
+        if close and self.transport is not None:
+            # The server's last answer on this connection (HTTP/1.1): not reused.
+            self.transport.close()
+            self.transport = None
         self.generator.answered(self, status, body, time.perf_counter() - self.started)
 
 
-def _parse_response(buffer: bytearray) -> tuple[int, bytes, int] | None:
+def _parse_response(buffer: bytearray) -> tuple[int, bytes, int, bool] | None:
+    """The first response in ``buffer``: status, body, bytes used, and whether the server
+    closes the connection after it."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
     lines = bytes(buffer[:end]).split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
     length: int | None = None
-    chunked = False
+    chunked = close = False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -104,12 +110,14 @@ def _parse_response(buffer: bytearray) -> tuple[int, bytes, int] | None:
             length = int(value)
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name == b"connection" and b"close" in value.lower():
+            close = True
     start = end + 4
     if not chunked:
         length = length or 0
         if len(buffer) < start + length:
             return None
-        return status, bytes(buffer[start : start + length]), start + length
+        return status, bytes(buffer[start : start + length]), start + length, close
     body = bytearray()
     position = start
     while True:
@@ -123,7 +131,7 @@ def _parse_response(buffer: bytearray) -> tuple[int, bytes, int] | None:
         body += buffer[chunk_start : chunk_start + size]
         position = chunk_start + size + 2
         if size == 0:
-            return status, bytes(body), position
+            return status, bytes(body), position, close
 
 
 class Generator:

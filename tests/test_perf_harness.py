@@ -74,8 +74,13 @@ def test_a_chunked_response_is_read_whole() -> None:
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
         b'4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\nX'
     )
-    assert _parse_response(raw) == (200, b'{"a":1}', len(raw) - 1)
+    assert _parse_response(raw) == (200, b'{"a":1}', len(raw) - 1, False)
     assert _parse_response(raw[:30]) is None
+
+
+def test_a_response_closing_its_connection_says_so() -> None:
+    raw = bytearray(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    assert _parse_response(raw) == (200, b"ok", len(raw), True)
 
 
 def test_quantiles_are_gateway_stats_percentiles_in_milliseconds() -> None:
