@@ -318,10 +318,11 @@ def test_gpu_time_shares_match_vllms_own_request_timings(
         # The three batched requests run side by side, so the server was busy for about their
         # mean e2e time, which is what their shares must add up to. Tolerance: the gateway's
         # call also holds the HTTP exchange, JSON and vLLM's API-server work around the engine's
-        # timing (loopback, tens of ms on this shared 2-core machine), and the three requests do
-        # not start and end in exactly the same engine step.
+        # timing (loopback: 0.04-0.07 s on this 2-core machine idle, 0.20 s once in a fresh-clone
+        # run of the whole suite), and the three requests do not start and end in exactly the
+        # same engine step. Billing each call its own time would be three times ``busy`` and more.
         busy = vllm_e2e / 3
-        assert busy - 0.01 <= billed <= busy * 1.25 + 0.15, (billed, busy)
+        assert busy - 0.01 <= billed <= busy * 1.25 + 0.25, (billed, busy)
         lines.append(f"billed {billed:.3f} GPU-s vs vLLM e2e/3 {busy:.3f} s")
     log_figure("tier of 3 on one server: " + "; ".join(lines))
 
