@@ -4,6 +4,7 @@
         [--sqlite-synchronous full|normal] [--loop uvloop|asyncio] [--http httptools|h11]
         [--metrics cached|labels] [--route plain|fastapi] [--fastapi-telemetry off|on]
         [--single-call inline|race] [--ledger-commit thread|on-loop] [--server uvicorn|granian]
+        [--gc-freeze after-start|none]
 
 Only for measuring: it builds the same app as ``coe serve`` (``create_app``, the same HTTP
 protocol class) and changes one thing at a time, so a figure can say what one choice is worth.
@@ -23,7 +24,8 @@ measures what the hop to the thread costs. ``--server granian`` serves the same 
 (pip install granian; Rust HTTP, one worker, uvloop, access log off, the config's header timeout)
 instead of uvicorn. ``--without ledger,metrics`` answers without writing the request's ledger
 rows (the writer still runs) and without observing its metrics: never a configuration (calls would
-go unbilled), it measures what each part costs a request end to end.
+go unbilled), it measures what each part costs a request end to end. ``--gc-freeze none`` serves
+without freezing the heap after start (``gateway.serve.ProcessServer``), as before.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from gateway.config import load_settings
 from gateway.engine import CascadeEngine
 from gateway.ledger import _sqlite, _writer
 from gateway.logs import configure_logging
+from gateway.serve import BoundedHttpToolsProtocol, ProcessServer
 from providers.http import POOL_LIMITS, make_aiohttp_transport
 
 if TYPE_CHECKING:
@@ -80,8 +83,8 @@ def main() -> None:
     parser.add_argument("--http", choices=["serve", "httptools", "h11"], default="serve",
                         help="serve: the protocol `coe serve` uses")
     parser.add_argument("--metrics", choices=["cached", "labels"], default="cached")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() before serving: start-up objects leave the collector")
+    parser.add_argument("--gc-freeze", choices=["after-start", "none"], default="after-start",
+                        help="none: the heap is not frozen after start, as before")
     parser.add_argument("--gc-threshold", type=int, default=0,
                         help="the collector's first threshold (Python's default: 700)")
     parser.add_argument("--route", choices=["plain", "fastapi"], default="plain",
@@ -128,12 +131,11 @@ def main() -> None:
     configure_logging(args.log_level)
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
-    if args.gc_freeze:
-        gc.freeze()
     app = create_app(settings, http_transport=transport)
     if args.fastapi_telemetry == "on":
         _fastapi_telemetry_on(app)
-    uvicorn.run(
+    server = ProcessServer if args.gc_freeze == "after-start" else uvicorn.Server
+    config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
@@ -143,6 +145,7 @@ def main() -> None:
         loop=args.loop,
         http=_protocol(args.http),
     )
+    server(config).run()
 
 
 _PARTS = frozenset({"ledger", "metrics"})
@@ -234,11 +237,7 @@ class _ViaClientLayer(httpx.AsyncBaseTransport):
 
 
 def _protocol(name: str) -> Any:
-    if name != "serve":
-        return name
-    from gateway.serve import BoundedHttpToolsProtocol
-
-    return BoundedHttpToolsProtocol
+    return BoundedHttpToolsProtocol if name == "serve" else name
 
 
 if __name__ == "__main__":

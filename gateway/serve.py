@@ -1,7 +1,8 @@
 """Serving the app with uvicorn, the same way everywhere: ``coe serve``, ``coe demo`` and the tests.
 
 ``server_config`` is the one place uvicorn's options are chosen; ``serve_in_background`` runs the
-gateway on a free loopback port for a block (the demo, tests over real HTTP).
+gateway on a free loopback port for a block (the demo, tests over real HTTP); ``ProcessServer`` is
+uvicorn's server for a process that only serves (``coe serve``, each of its workers).
 
 uvicorn's httptools protocol is replaced by one with a cap on the size of a request's head.
 
@@ -22,6 +23,7 @@ connections close; the two timeouts are what close abusive ones).
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import socket
 from contextlib import asynccontextmanager
@@ -195,6 +197,23 @@ def server_config(
         metrics_dir=metrics_dir,
     )
     return uvicorn.Config(app, **options)
+
+
+class ProcessServer(uvicorn.Server):
+    """uvicorn's server, freezing the process's heap out of the cyclic garbage collector once the
+    app has started, right before it serves.
+
+    What exists then (modules, the app and its routes' schemas, the config's providers, the
+    ledger) lives as long as the process, yet each of Python's full collections walked all of it:
+    a pause of tens of milliseconds for every request in flight, about once a minute under load,
+    which set the p99 of a busy gateway (bench/RESULTS.md, "Garbage collector"). Frozen objects
+    are still freed when their last reference goes; only a reference cycle among them that a
+    config reload drops is kept, once. Not for ``serve_in_background``: the demo and the tests
+    share their process with other work."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        gc.freeze()
 
 
 def loopback_socket() -> socket.socket:

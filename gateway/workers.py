@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-import uvicorn
 from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.errors import ConfigError
 from gateway.reload import needs_restart, remember_sighup
-from gateway.serve import server_config
+from gateway.serve import ProcessServer, server_config
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -239,7 +238,7 @@ def _worker(spec: WorkerSpec, *, replacement: bool) -> NoReturn:
             reload_on_sighup=True,
             metrics_dir=spec.metrics_dir,
         )
-        server = uvicorn.Server(config)
+        server = ProcessServer(config)
         server.run(sockets=[spec.listener])
         code = 0 if server.started else STARTUP_FAILURE
     except SystemExit as exc:  # uvicorn exits STARTUP_FAILURE when the lifespan fails

@@ -10,11 +10,9 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from gateway.logs import configure_logging
 from gateway.reload import ConfigSource, remember_sighup
-from gateway.serve import server_config
+from gateway.serve import ProcessServer, server_config
 from gateway.workers import run_workers, worker_count
 
 if TYPE_CHECKING:
@@ -73,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
         version=version,
         reload_on_sighup=True,
     )
-    uvicorn.Server(config).run()
+    ProcessServer(config).run()
     return 0
