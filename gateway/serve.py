@@ -207,8 +207,8 @@ class ProcessServer(uvicorn.Server):
     ledger) lives as long as the process, yet each of Python's full collections walked all of it:
     a pause of tens of milliseconds for every request in flight, about once a minute under load,
     which set the p99 of a busy gateway (bench/RESULTS.md, "Garbage collector"). Frozen objects
-    are still freed when their last reference goes; only a reference cycle among them that a
-    config reload drops is kept, once. Not for ``serve_in_background``: the demo and the tests
+    are still freed when their last reference goes; only a reference cycle among them that the
+    first config reload drops is kept. Not for ``serve_in_background``: the demo and the tests
     share their process with other work."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
