@@ -205,11 +205,11 @@ class ProcessServer(uvicorn.Server):
 
     What exists then (modules, the app and its routes' schemas, the config's providers, the
     ledger) lives as long as the process, yet each of Python's full collections walked all of it:
-    a pause of tens of milliseconds for every request in flight, about once a minute under load,
-    which set the p99 of a busy gateway (bench/RESULTS.md, "Garbage collector"). Frozen objects
-    are still freed when their last reference goes; only a reference cycle among them that the
-    first config reload drops is kept. Not for ``serve_in_background``: the demo and the tests
-    share their process with other work."""
+    a pause of tens of milliseconds for every request in flight, which Python starts by itself
+    under load (bench/RESULTS.md, "Garbage collector"). Frozen objects are still freed when their
+    last reference goes; only a reference cycle among them that the first config reload drops is
+    kept. Not for ``serve_in_background``: the demo and the tests share their process with other
+    work."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

